@@ -1,0 +1,110 @@
+/*
+ * proto: names, default timeouts and the exact bytes of the lines
+ * mailproxy sends in the backend's place.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "mailproxy/error.h"
+#include "mailproxy/proto.h"
+
+static void
+test_proto_from_name_round_trips(void **state)
+{
+	enum proto p;
+	int i;
+
+	(void)state;
+	for (i = 0; i < PROTO_COUNT_; i++) {
+		assert_int_equal(proto_from_name(proto_name((enum proto)i), &p),
+		    0);
+		assert_int_equal(p, i);
+	}
+	assert_int_equal(proto_from_name("IMAP", &p), ERROR_SYNTAX);
+	assert_int_equal(proto_from_name("lmtp", &p), ERROR_SYNTAX);
+}
+
+static void
+test_proto_default_idle_ms_respects_rfcs(void **state)
+{
+	(void)state;
+	/* RFC 9051 §5.4 at least 30 min; RFC 2177 IDLE every 29 min. */
+	assert_true(proto_default_idle_ms(PROTO_IMAP) > 30 * 60 * 1000);
+	/* RFC 1939 §3: at least 10 minutes. */
+	assert_true(proto_default_idle_ms(PROTO_POP3) >= 10 * 60 * 1000);
+	/* RFC 5321 §4.5.3.2: at least 5 minutes. */
+	assert_true(proto_default_idle_ms(PROTO_SMTP) >= 5 * 60 * 1000);
+}
+
+static void
+test_proto_notice_line_exact_bytes(void **state)
+{
+	static const struct {
+		enum proto p;
+		enum proto_notice n;
+		const char *line;
+	} cases[] = {
+	    {PROTO_IMAP, PROTO_NOTICE_UNAVAILABLE,
+	        "* BYE [UNAVAILABLE] Backend server not available.\r\n"},
+	    {PROTO_IMAP, PROTO_NOTICE_SHUTDOWN,
+	        "* BYE Server shutting down.\r\n"},
+	    {PROTO_POP3, PROTO_NOTICE_UNAVAILABLE,
+	        "-ERR [SYS/TEMP] Backend server not available.\r\n"},
+	    {PROTO_POP3, PROTO_NOTICE_SHUTDOWN,
+	        "-ERR [SYS/TEMP] Server shutting down.\r\n"},
+	    {PROTO_SMTP, PROTO_NOTICE_UNAVAILABLE,
+	        "421 4.3.0 mx.example.org Service not available, closing "
+	        "transmission channel\r\n"},
+	    {PROTO_SMTP, PROTO_NOTICE_SHUTDOWN,
+	        "421 4.3.2 mx.example.org Service shutting down, closing "
+	        "transmission channel\r\n"},
+	};
+	char buf[256];
+	size_t i;
+	int n;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		n = proto_notice_line(cases[i].p, cases[i].n, "mx.example.org",
+		    buf, sizeof(buf));
+		assert_int_equal(n, strlen(cases[i].line));
+		assert_memory_equal(buf, cases[i].line, (size_t)n);
+	}
+}
+
+static void
+test_proto_notice_line_too_small(void **state)
+{
+	static const char line[] = "* BYE Server shutting down.\r\n";
+	char buf[64];
+
+	(void)state;
+	/* snprintf needs room for its NUL even though it is not counted. */
+	assert_int_equal(proto_notice_line(PROTO_IMAP, PROTO_NOTICE_SHUTDOWN,
+	                     "x", buf, sizeof(line) - 1),
+	    ERROR_TOO_LONG);
+	assert_int_equal(proto_notice_line(PROTO_IMAP, PROTO_NOTICE_SHUTDOWN,
+	                     "x", buf, sizeof(line)),
+	    (int)sizeof(line) - 1);
+	assert_int_equal(proto_notice_line(PROTO_IMAP, PROTO_NOTICE_SHUTDOWN,
+	                     "x", buf, 0),
+	    ERROR_TOO_LONG);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_proto_from_name_round_trips),
+	    cmocka_unit_test(test_proto_default_idle_ms_respects_rfcs),
+	    cmocka_unit_test(test_proto_notice_line_exact_bytes),
+	    cmocka_unit_test(test_proto_notice_line_too_small),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
