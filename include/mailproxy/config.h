@@ -1,0 +1,169 @@
+/*
+ * The configuration: an INI file read with inih into an immutable,
+ * reference-counted snapshot. Loading runs three of the four phases of
+ * STYLE.md §9: defaults, parse, validate across keys. The fourth, building
+ * TLS contexts from the certificate files, is tls.c's (tls_ctx_build), so
+ * that this module stays pure (libc and inih only).
+ *
+ * Every error names the file and line it comes from; loading goes on after
+ * an error so that one run reports them all.
+ */
+#ifndef MAILPROXY_CONFIG_H
+#define MAILPROXY_CONFIG_H
+
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "mailproxy/proto.h"
+
+/* Where a value was written, for error messages of later phases. */
+struct config_loc {
+	const char *file; /* the snapshot's path; lives as long as it */
+	unsigned line;    /* 0: not set in the file (a default) */
+};
+
+enum config_tls_mode {
+	CONFIG_TLS_IMPLICIT, /* TLS from the first byte: 993, 995, 465 */
+	CONFIG_TLS_STARTTLS, /* 143, 110, 587, 25 */
+};
+
+enum config_tls_version {
+	CONFIG_TLS_1_2,
+	CONFIG_TLS_1_3,
+};
+
+enum config_log_format {
+	CONFIG_LOG_TEXT, /* key=value */
+	CONFIG_LOG_JSON, /* one JSON object per line */
+};
+
+/* Diagnostic verbosity, most severe first. */
+enum config_log_level {
+	CONFIG_LOG_ERROR,
+	CONFIG_LOG_WARNING,
+	CONFIG_LOG_INFO,
+	CONFIG_LOG_DEBUG,
+};
+
+/* "[2001:db8::1]:65535" and the like fit, NUL included. */
+#define CONFIG_ADDR_TEXT 64
+
+/* A socket address and how it prints in logs. */
+struct config_addr {
+	struct sockaddr_storage sa;
+	socklen_t sa_len;
+	char text[CONFIG_ADDR_TEXT];
+	struct config_loc loc;
+};
+
+enum config_backend_kind {
+	CONFIG_BACKEND_ADDR, /* numeric address: connect directly */
+	CONFIG_BACKEND_HOST, /* host name: resolved for every session */
+	CONFIG_BACKEND_UNIX, /* unix socket path */
+};
+
+struct config_backend {
+	enum config_backend_kind kind;
+	struct config_addr addr; /* ADDR */
+	char *host;              /* HOST */
+	char port[6];            /* HOST: decimal port */
+	char *path;              /* UNIX */
+	char *text;              /* as written, for logs */
+};
+
+struct config_tls {
+	char *certificate; /* PEM chain, leaf first */
+	struct config_loc certificate_loc;
+	char *key;
+	struct config_loc key_loc;
+	enum config_tls_version min_version;
+	char *ciphers; /* TLS 1.2 cipher list (OpenSSL syntax) */
+	struct config_loc ciphers_loc;
+	char *ciphersuites; /* TLS 1.3 suites (OpenSSL syntax) */
+	struct config_loc ciphersuites_loc;
+	bool session_tickets;
+	uint64_t set; /* bit i: option i of the [tls] table was given */
+};
+
+struct config_listener {
+	char *name;
+	struct config_loc loc; /* the [listener NAME] line */
+	enum proto protocol;
+	enum config_tls_mode tls;
+	struct config_addr *listen;
+	size_t listen_count;
+	struct config_backend backend;
+	char *certificate; /* NULL: the [tls] one */
+	struct config_loc certificate_loc;
+	char *key;
+	struct config_loc key_loc;
+	char *server_name; /* NULL: [global] server_name */
+	uint64_t timeout_handshake_ms;
+	uint64_t timeout_connect_ms;
+	uint64_t timeout_idle_ms;
+	uint64_t set;
+};
+
+struct config {
+	atomic_int refs;
+	char *path;
+	unsigned workers; /* 0: one per CPU */
+	char *user;       /* NULL: keep the starting user */
+	char *group;
+	char *log; /* "stderr", "syslog" or a file path */
+	enum config_log_format log_format;
+	enum config_log_level log_level;
+	bool log_connect; /* also a line when a session starts */
+	char *server_name;
+	uint64_t timeout_handshake_ms;
+	uint64_t timeout_connect_ms;
+	uint64_t drain_timeout_ms;
+	uint64_t set;
+	struct config_tls tls;
+	struct config_listener *listeners;
+	size_t listener_count;
+};
+
+/* Where the file is looked for when -c is not given. */
+#define CONFIG_DEFAULT_PATH "/etc/mailproxy/mailproxy.ini"
+
+/*
+ * Reads, parses and validates the file at path. Returns a snapshot with one
+ * reference, or NULL; then *errors_out (if errors_out is not NULL) gets a
+ * malloc'd text of one line per error, each "FILE:LINE: message" (or
+ * "FILE: message"), which the caller frees. On success *errors_out is NULL.
+ */
+struct config *config_load(const char *path, char **errors_out);
+
+/* Takes another reference; thread-safe. Returns cfg. */
+struct config *config_ref(struct config *cfg);
+
+/* Drops a reference and frees at the last one; thread-safe; NULL is fine. */
+void config_unref(struct config *cfg);
+
+/* The certificate and key a listener uses (its own or [tls]'s). */
+const char *config_listener_certificate(const struct config *cfg,
+    const struct config_listener *l, struct config_loc *loc_out);
+const char *config_listener_key(const struct config *cfg,
+    const struct config_listener *l, struct config_loc *loc_out);
+
+/* The server name a listener announces (its own or [global]'s). */
+const char *config_listener_server_name(const struct config *cfg,
+    const struct config_listener *l);
+
+/*
+ * Parsers shared with the tests. Each returns 0 or ERROR_SYNTAX /
+ * ERROR_RANGE and never allocates.
+ */
+
+/* "90", "90s", "500ms", "5m", "2h" -> milliseconds. A bare number is s. */
+int config_parse_duration(const char *s, uint64_t *ms_out);
+
+/* "1.2.3.4:993" or "[::1]:993" -> address; text_out normalised. */
+int config_parse_addr(const char *s, struct config_addr *out);
+
+#endif

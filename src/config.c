@@ -1,0 +1,1190 @@
+/*
+ * Configuration loading: inih does the INI syntax, this file does the
+ * meaning. One option table per section (nginx's ngx_command_t, Dovecot's
+ * setting_define) says what each key is, where it goes and what it allows.
+ *
+ * Debian 12 ships inih 55 built with its defaults: the handler gets no line
+ * number, a line over 199 bytes would be split in two, section names are cut
+ * at 49 bytes (STYLE.md §9). So the file goes through our own reader, which
+ * counts lines, refuses over-long ones with file:line, and sees section
+ * headers before inih does; long values continue on indented lines, which
+ * inih passes to the handler again under the same key.
+ *
+ * Must not: do I/O beyond reading the file, log, or load certificates
+ * (tls.c builds those, with the locations recorded here).
+ */
+#define _DEFAULT_SOURCE /* getline, strdup: POSIX 2008 but glibc wants this */
+#include "mailproxy/config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <ini.h>
+
+#include "mailproxy/error.h"
+
+#define NO_LOC SIZE_MAX
+
+/* inih 55 copies section names into 50 bytes (MAX_SECTION). */
+#define SECTION_MAX       49
+#define LISTENER_NAME_MAX 32
+#define LISTEN_MAX        64
+
+enum opt_type {
+	OPT_STRING,   /* char *, one value */
+	OPT_LIST,     /* char *, continuation lines joined with ':' */
+	OPT_BOOL,     /* bool */
+	OPT_DURATION, /* uint64_t milliseconds */
+	OPT_ENUM,     /* an enum, index into words */
+	OPT_WORKERS,  /* unsigned, "auto" is 0 */
+	OPT_PROTOCOL, /* enum proto */
+	OPT_HOSTNAME, /* char *, a DNS host name */
+	OPT_LISTEN,   /* the listener's address list; may repeat */
+	OPT_BACKEND,  /* struct config_backend */
+};
+
+struct option {
+	const char *name;
+	enum opt_type type;
+	size_t offset;
+	size_t loc_offset;
+	const char *const *words;
+	uint64_t min, max;
+};
+
+static const char *const tls_mode_words[] = {"implicit", "starttls", NULL};
+static const char *const tls_version_words[] = {"TLSv1.2", "TLSv1.3", NULL};
+static const char *const log_format_words[] = {"text", "json", NULL};
+static const char *const log_level_words[] = {"error", "warning", "info",
+    "debug", NULL};
+
+#define SEC(ms) ((uint64_t)(ms)*1000)
+#define OPT(sec, key, type, field)                                             \
+	{                                                                      \
+		key, type, offsetof(struct sec, field), NO_LOC, NULL, 0, 0     \
+	}
+#define OPT_LOC(sec, key, type, field)                                         \
+	{                                                                      \
+		key, type, offsetof(struct sec, field),                        \
+		    offsetof(struct sec, field##_loc), NULL, 0, 0              \
+	}
+#define OPT_WORDS(sec, key, field, w)                                          \
+	{                                                                      \
+		key, OPT_ENUM, offsetof(struct sec, field), NO_LOC, w, 0, 0    \
+	}
+#define OPT_TIME(sec, key, field, lo, hi)                                      \
+	{                                                                      \
+		key, OPT_DURATION, offsetof(struct sec, field), NO_LOC, NULL,  \
+		    lo, hi                                                     \
+	}
+
+static const struct option global_options[] = {
+    OPT(config, "workers", OPT_WORKERS, workers),
+    OPT(config, "user", OPT_STRING, user),
+    OPT(config, "group", OPT_STRING, group),
+    OPT(config, "log", OPT_STRING, log),
+    OPT_WORDS(config, "log_format", log_format, log_format_words),
+    OPT_WORDS(config, "log_level", log_level, log_level_words),
+    OPT(config, "log_connect", OPT_BOOL, log_connect),
+    OPT(config, "server_name", OPT_HOSTNAME, server_name),
+    OPT_TIME(config, "timeout_handshake", timeout_handshake_ms, 100, SEC(3600)),
+    OPT_TIME(config, "timeout_connect", timeout_connect_ms, 100, SEC(3600)),
+    OPT_TIME(config, "drain_timeout", drain_timeout_ms, 0, SEC(86400)),
+    {NULL, 0, 0, 0, NULL, 0, 0},
+};
+
+static const struct option tls_options[] = {
+    OPT_LOC(config_tls, "certificate", OPT_STRING, certificate),
+    OPT_LOC(config_tls, "key", OPT_STRING, key),
+    OPT_WORDS(config_tls, "min_version", min_version, tls_version_words),
+    OPT_LOC(config_tls, "ciphers", OPT_LIST, ciphers),
+    OPT_LOC(config_tls, "ciphersuites", OPT_LIST, ciphersuites),
+    OPT(config_tls, "session_tickets", OPT_BOOL, session_tickets),
+    {NULL, 0, 0, 0, NULL, 0, 0},
+};
+
+static const struct option listener_options[] = {
+    OPT(config_listener, "protocol", OPT_PROTOCOL, protocol),
+    OPT(config_listener, "listen", OPT_LISTEN, listen),
+    OPT_WORDS(config_listener, "tls", tls, tls_mode_words),
+    OPT(config_listener, "backend", OPT_BACKEND, backend),
+    OPT_LOC(config_listener, "certificate", OPT_STRING, certificate),
+    OPT_LOC(config_listener, "key", OPT_STRING, key),
+    OPT(config_listener, "server_name", OPT_HOSTNAME, server_name),
+    OPT_TIME(config_listener, "timeout_handshake", timeout_handshake_ms, 100,
+        SEC(3600)),
+    OPT_TIME(config_listener, "timeout_connect", timeout_connect_ms, 100,
+        SEC(3600)),
+    OPT_TIME(config_listener, "timeout_idle", timeout_idle_ms, SEC(1),
+        SEC(86400)),
+    {NULL, 0, 0, 0, NULL, 0, 0},
+};
+
+/* The TLS 1.2 suites of Mozilla's "intermediate" profile, without DHE (no
+ * DH parameters to manage): forward secrecy and AEAD only. */
+#define DEFAULT_CIPHERS                                                        \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"           \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"           \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+enum section_kind {
+	SECTION_NONE,    /* before any header */
+	SECTION_UNKNOWN, /* reported once; its keys are skipped */
+	SECTION_GLOBAL,
+	SECTION_TLS,
+	SECTION_LISTENER,
+};
+
+struct errbuf {
+	char *text;
+	size_t len, size;
+	bool oom;
+};
+
+struct loader {
+	struct config *cfg;
+	FILE *fp;
+	const char *path; /* cfg->path */
+	char *line;       /* getline's buffer */
+	size_t line_size;
+	unsigned lineno;
+	bool have_prev_key; /* inih's prev_name is set */
+	bool continuation;  /* the current line continues the previous key */
+	bool line_reported; /* this line's syntax error is already reported */
+	unsigned syntax_errors;
+	enum section_kind section;
+	struct config_listener *listener; /* SECTION_LISTENER */
+	struct errbuf errors;
+};
+
+static void error_at(struct loader *ld, unsigned line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+error_at(struct loader *ld, unsigned line, const char *fmt, ...)
+{
+	struct errbuf *e = &ld->errors;
+	char msg[512];
+	size_t need;
+	char *p;
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (line > 0)
+		n = snprintf(NULL, 0, "%s:%u: %s\n", ld->path, line, msg);
+	else
+		n = snprintf(NULL, 0, "%s: %s\n", ld->path, msg);
+	if (n < 0 || e->oom)
+		return;
+	need = e->len + (size_t)n + 1;
+	if (need > e->size) {
+		p = realloc(e->text, need * 2);
+		if (p == NULL) {
+			e->oom = true;
+			return;
+		}
+		e->text = p;
+		e->size = need * 2;
+	}
+	if (line > 0)
+		(void)snprintf(e->text + e->len, e->size - e->len,
+		    "%s:%u: %s\n", ld->path, line, msg);
+	else
+		(void)snprintf(e->text + e->len, e->size - e->len, "%s: %s\n",
+		    ld->path, msg);
+	e->len += (size_t)n;
+}
+
+/* Parsers of single values. */
+
+int
+config_parse_duration(const char *s, uint64_t *ms_out)
+{
+	uint64_t n = 0, unit;
+	const char *p = s;
+
+	if (!isdigit((unsigned char)*p))
+		return ERROR_SYNTAX;
+	for (; isdigit((unsigned char)*p); p++) {
+		if (n > (UINT64_MAX - 9) / 10)
+			return ERROR_RANGE;
+		n = n * 10 + (uint64_t)(*p - '0');
+	}
+	if (strcmp(p, "ms") == 0)
+		unit = 1;
+	else if (*p == '\0' || strcmp(p, "s") == 0)
+		unit = 1000;
+	else if (strcmp(p, "m") == 0)
+		unit = 60 * 1000;
+	else if (strcmp(p, "h") == 0)
+		unit = 3600 * 1000;
+	else
+		return ERROR_SYNTAX;
+	if (n > UINT64_MAX / unit)
+		return ERROR_RANGE;
+	*ms_out = n * unit;
+	return 0;
+}
+
+static int
+parse_port(const char *s, unsigned *port_out)
+{
+	unsigned long v;
+	char *end;
+
+	if (!isdigit((unsigned char)*s))
+		return ERROR_SYNTAX;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (*end != '\0')
+		return ERROR_SYNTAX;
+	if (errno != 0 || v == 0 || v > 65535)
+		return ERROR_RANGE;
+	*port_out = (unsigned)v;
+	return 0;
+}
+
+/*
+ * Splits "host:port" or "[v6]:port" into host and port strings in place.
+ * Returns 0, or ERROR_SYNTAX; *bracketed_out tells the [v6] form.
+ */
+static int
+split_host_port(char *s, char **host_out, char **port_out, bool *bracketed_out)
+{
+	char *colon;
+
+	*bracketed_out = s[0] == '[';
+	if (*bracketed_out) {
+		char *close = strchr(s, ']');
+
+		if (close == NULL || close[1] != ':')
+			return ERROR_SYNTAX;
+		*close = '\0';
+		*host_out = s + 1;
+		*port_out = close + 2;
+		return 0;
+	}
+	colon = strrchr(s, ':');
+	if (colon == NULL || strchr(s, ':') != colon)
+		return ERROR_SYNTAX;
+	*colon = '\0';
+	*host_out = s;
+	*port_out = colon + 1;
+	return 0;
+}
+
+int
+config_parse_addr(const char *s, struct config_addr *out)
+{
+	char buf[CONFIG_ADDR_TEXT], host_text[INET6_ADDRSTRLEN], *host, *port_s;
+	unsigned port;
+	bool v6;
+	int r;
+
+	if (strlen(s) >= sizeof(buf))
+		return ERROR_SYNTAX;
+	strcpy(buf, s);
+	r = split_host_port(buf, &host, &port_s, &v6);
+	if (r == 0)
+		r = parse_port(port_s, &port);
+	if (r != 0)
+		return r;
+	memset(&out->sa, 0, sizeof(out->sa));
+	if (v6) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->sa;
+
+		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+			return ERROR_SYNTAX;
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port);
+		out->sa_len = sizeof(*sin6);
+		(void)inet_ntop(AF_INET6, &sin6->sin6_addr, host_text,
+		    sizeof(host_text));
+		(void)snprintf(out->text, sizeof(out->text), "[%s]:%u",
+		    host_text, port);
+	} else {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&out->sa;
+
+		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+			return ERROR_SYNTAX;
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+		out->sa_len = sizeof(*sin);
+		(void)inet_ntop(AF_INET, &sin->sin_addr, host_text,
+		    sizeof(host_text));
+		(void)snprintf(out->text, sizeof(out->text), "%s:%u", host_text,
+		    port);
+	}
+	return 0;
+}
+
+/* RFC 1123 host name: LDH labels of 1-63, dot-separated, at most 253. */
+static bool
+valid_hostname(const char *s)
+{
+	size_t label = 0, total = 0;
+	const char *p;
+
+	for (p = s; *p != '\0'; p++, total++) {
+		if (*p == '.') {
+			if (label == 0)
+				return false;
+			label = 0;
+			continue;
+		}
+		if (!isalnum((unsigned char)*p) && *p != '-')
+			return false;
+		if (++label > 63)
+			return false;
+	}
+	return total > 0 && total <= 253 && label > 0;
+}
+
+static bool
+parse_bool(const char *s, bool *out)
+{
+	static const char *const yes[] = {"yes", "true", "on", "1"};
+	static const char *const no[] = {"no", "false", "off", "0"};
+	size_t i;
+
+	for (i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		if (strcmp(s, yes[i]) == 0) {
+			*out = true;
+			return true;
+		}
+		if (strcmp(s, no[i]) == 0) {
+			*out = false;
+			return true;
+		}
+	}
+	return false;
+}
+
+static char *
+words_list(const char *const *words, char *buf, size_t size)
+{
+	size_t len = 0;
+	int i;
+
+	buf[0] = '\0';
+	for (i = 0; words[i] != NULL; i++) {
+		int n = snprintf(buf + len, size - len, "%s%s",
+		    i == 0 ? "" : (words[i + 1] == NULL ? " or " : ", "),
+		    words[i]);
+
+		if (n < 0 || (size_t)n >= size - len)
+			break;
+		len += (size_t)n;
+	}
+	return buf;
+}
+
+static void
+format_ms(uint64_t ms, char *buf, size_t size)
+{
+	if (ms % 1000 != 0)
+		(void)snprintf(buf, size, "%llums", (unsigned long long)ms);
+	else
+		(void)snprintf(buf, size, "%llus",
+		    (unsigned long long)(ms / 1000));
+}
+
+static int
+set_string(struct loader *ld, char **field, const char *value)
+{
+	char *copy = strdup(value);
+
+	if (copy == NULL) {
+		error_at(ld, ld->lineno, "out of memory");
+		return ERROR_NOMEM;
+	}
+	free(*field);
+	*field = copy;
+	return 0;
+}
+
+/* Appends continuation text of a list value: "a:b" + "c" -> "a:b:c". */
+static int
+append_list(struct loader *ld, char **field, const char *value)
+{
+	size_t old = *field != NULL ? strlen(*field) : 0;
+	char *p = realloc(*field, old + 1 + strlen(value) + 1);
+
+	if (p == NULL) {
+		error_at(ld, ld->lineno, "out of memory");
+		return ERROR_NOMEM;
+	}
+	if (old == 0)
+		strcpy(p, value);
+	else
+		(void)sprintf(p + old, ":%s", value);
+	*field = p;
+	return 0;
+}
+
+static void
+listen_add(struct loader *ld, struct config_listener *l, const char *item)
+{
+	struct config_addr addrs[2];
+	size_t i, n = 0;
+	int r;
+
+	if (strncmp(item, "*:", 2) == 0) {
+		/* Every IPv4 and IPv6 address: two sockets, v6 one v6-only. */
+		char buf[CONFIG_ADDR_TEXT];
+
+		(void)snprintf(buf, sizeof(buf), "0.0.0.0:%s", item + 2);
+		r = config_parse_addr(buf, &addrs[n++]);
+		if (r == 0) {
+			(void)snprintf(buf, sizeof(buf), "[::]:%s", item + 2);
+			r = config_parse_addr(buf, &addrs[n++]);
+		}
+	} else {
+		r = config_parse_addr(item, &addrs[n++]);
+	}
+	if (r != 0) {
+		error_at(ld, ld->lineno,
+		    "listen: '%s' is not an address:port (1.2.3.4:993, "
+		    "[2001:db8::1]:993 or *:993)%s",
+		    item, r == ERROR_RANGE ? "; the port must be 1-65535" : "");
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		struct config_addr *grown;
+
+		if (l->listen_count >= LISTEN_MAX) {
+			error_at(ld, ld->lineno,
+			    "listen: more than %d addresses", LISTEN_MAX);
+			return;
+		}
+		grown = realloc(l->listen,
+		    (l->listen_count + 1) * sizeof(*l->listen));
+		if (grown == NULL) {
+			error_at(ld, ld->lineno, "out of memory");
+			return;
+		}
+		l->listen = grown;
+		addrs[i].loc.file = ld->path;
+		addrs[i].loc.line = ld->lineno;
+		l->listen[l->listen_count++] = addrs[i];
+	}
+}
+
+static void
+parse_listen(struct loader *ld, struct config_listener *l, const char *value)
+{
+	char *copy = strdup(value), *item, *save = NULL;
+	bool any = false;
+
+	if (copy == NULL) {
+		error_at(ld, ld->lineno, "out of memory");
+		return;
+	}
+	for (item = strtok_r(copy, ", \t", &save); item != NULL;
+	     item = strtok_r(NULL, ", \t", &save)) {
+		listen_add(ld, l, item);
+		any = true;
+	}
+	if (!any)
+		error_at(ld, ld->lineno, "listen: no address given");
+	free(copy);
+}
+
+static void
+parse_backend(struct loader *ld, struct config_backend *b, const char *value)
+{
+	char buf[300], *host, *port_s;
+	unsigned port;
+	bool v6;
+	int r;
+
+	if (strncmp(value, "unix:", 5) == 0 || value[0] == '/') {
+		const char *path = value[0] == '/' ? value : value + 5;
+
+		if (path[0] != '/' ||
+		    strlen(path) >=
+		        sizeof(((struct sockaddr_un *)0)->sun_path)) {
+			error_at(ld, ld->lineno,
+			    "backend: '%s' is not an absolute unix socket path "
+			    "of at most %zu bytes",
+			    path,
+			    sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+			return;
+		}
+		b->kind = CONFIG_BACKEND_UNIX;
+		if (set_string(ld, &b->path, path) == 0)
+			(void)set_string(ld, &b->text, value);
+		return;
+	}
+	if (strlen(value) >= sizeof(buf))
+		goto bad;
+	strcpy(buf, value);
+	if (split_host_port(buf, &host, &port_s, &v6) != 0)
+		goto bad;
+	r = parse_port(port_s, &port);
+	if (r != 0)
+		goto bad;
+	if (config_parse_addr(value, &b->addr) == 0) {
+		b->kind = CONFIG_BACKEND_ADDR;
+		b->addr.loc.file = ld->path;
+		b->addr.loc.line = ld->lineno;
+		(void)set_string(ld, &b->text, b->addr.text);
+		return;
+	}
+	if (v6 || !valid_hostname(host))
+		goto bad;
+	b->kind = CONFIG_BACKEND_HOST;
+	(void)snprintf(b->port, sizeof(b->port), "%u", port);
+	if (set_string(ld, &b->host, host) == 0)
+		(void)set_string(ld, &b->text, value);
+	return;
+bad:
+	error_at(ld, ld->lineno,
+	    "backend: '%s' is not host:port, [IPv6]:port or a unix socket "
+	    "path (port 1-65535)",
+	    value);
+}
+
+/* Applies one key = value to the section struct base. */
+static void
+apply_option(struct loader *ld, const struct option *opt, void *base,
+    const char *value)
+{
+	char *field = (char *)base + opt->offset;
+	char words[128], lo[32], hi[32];
+	uint64_t ms;
+	int i, r;
+
+	if (opt->loc_offset != NO_LOC) {
+		struct config_loc *loc =
+		    (struct config_loc *)((char *)base + opt->loc_offset);
+
+		loc->file = ld->path;
+		loc->line = ld->lineno;
+	}
+	switch (opt->type) {
+	case OPT_STRING:
+	case OPT_LIST:
+		if (value[0] == '\0') {
+			error_at(ld, ld->lineno, "%s: empty value", opt->name);
+			return;
+		}
+		(void)set_string(ld, (char **)field, value);
+		return;
+	case OPT_HOSTNAME:
+		if (!valid_hostname(value)) {
+			error_at(ld, ld->lineno,
+			    "%s: '%s' is not a host name (letters, digits, "
+			    "'-' and '.', at most 253)",
+			    opt->name, value);
+			return;
+		}
+		(void)set_string(ld, (char **)field, value);
+		return;
+	case OPT_BOOL:
+		if (!parse_bool(value, (bool *)field))
+			error_at(ld, ld->lineno, "%s: '%s' is not yes or no",
+			    opt->name, value);
+		return;
+	case OPT_DURATION:
+		r = config_parse_duration(value, &ms);
+		if (r == 0 && (ms < opt->min || ms > opt->max))
+			r = ERROR_RANGE;
+		if (r != 0) {
+			format_ms(opt->min, lo, sizeof(lo));
+			format_ms(opt->max, hi, sizeof(hi));
+			error_at(ld, ld->lineno,
+			    "%s: '%s' is not a duration from %s to %s "
+			    "(a number with ms, s, m or h; plain is seconds)",
+			    opt->name, value, lo, hi);
+			return;
+		}
+		*(uint64_t *)field = ms;
+		return;
+	case OPT_ENUM:
+		for (i = 0; opt->words[i] != NULL; i++) {
+			if (strcmp(value, opt->words[i]) == 0) {
+				*(int *)field = i;
+				return;
+			}
+		}
+		error_at(ld, ld->lineno, "%s: '%s' is not one of %s", opt->name,
+		    value, words_list(opt->words, words, sizeof(words)));
+		return;
+	case OPT_WORKERS: {
+		char *end;
+		unsigned long n;
+
+		if (strcmp(value, "auto") == 0) {
+			*(unsigned *)field = 0;
+			return;
+		}
+		errno = 0;
+		n = strtoul(value, &end, 10);
+		if (!isdigit((unsigned char)value[0]) || *end != '\0' ||
+		    errno != 0 || n < 1 || n > 256) {
+			error_at(ld, ld->lineno,
+			    "workers: '%s' is not auto or a number from 1 to "
+			    "256",
+			    value);
+			return;
+		}
+		*(unsigned *)field = (unsigned)n;
+		return;
+	}
+	case OPT_PROTOCOL:
+		if (proto_from_name(value, (enum proto *)field) != 0)
+			error_at(ld, ld->lineno,
+			    "protocol: '%s' is not imap, pop3 or smtp", value);
+		return;
+	case OPT_LISTEN:
+		parse_listen(ld, (struct config_listener *)base, value);
+		return;
+	case OPT_BACKEND:
+		parse_backend(ld, (struct config_backend *)field, value);
+		return;
+	}
+}
+
+static const struct option *
+find_option(const struct option *table, const char *name, size_t *index_out)
+{
+	size_t i;
+
+	for (i = 0; table[i].name != NULL; i++) {
+		if (strcmp(table[i].name, name) == 0) {
+			*index_out = i;
+			return &table[i];
+		}
+	}
+	return NULL;
+}
+
+static int
+on_ini_value(void *user, const char *section, const char *name,
+    const char *value)
+{
+	struct loader *ld = user;
+	const struct option *table, *opt;
+	const char *where;
+	uint64_t *set;
+	void *base;
+	size_t index;
+
+	(void)section; /* the reader tracked it, with the line number */
+	switch (ld->section) {
+	case SECTION_NONE:
+		error_at(ld, ld->lineno,
+		    "'%s' is outside any section ([global], [tls] or "
+		    "[listener NAME])",
+		    name);
+		return 1;
+	case SECTION_UNKNOWN:
+		return 1;
+	case SECTION_GLOBAL:
+		table = global_options;
+		base = ld->cfg;
+		set = &ld->cfg->set;
+		where = "[global]";
+		break;
+	case SECTION_TLS:
+		table = tls_options;
+		base = &ld->cfg->tls;
+		set = &ld->cfg->tls.set;
+		where = "[tls]";
+		break;
+	case SECTION_LISTENER:
+	default:
+		table = listener_options;
+		base = ld->listener;
+		set = &ld->listener->set;
+		where = "[listener]";
+		break;
+	}
+	opt = find_option(table, name, &index);
+	if (opt == NULL) {
+		error_at(ld, ld->lineno, "unknown key '%s' in %s", name, where);
+		return 1;
+	}
+	if (ld->continuation) {
+		if (opt->type == OPT_LIST)
+			(void)append_list(ld,
+			    (char **)((char *)base + opt->offset), value);
+		else if (opt->type == OPT_LISTEN)
+			apply_option(ld, opt, base, value);
+		else
+			error_at(ld, ld->lineno,
+			    "'%s' takes one value, but this indented line "
+			    "continues it",
+			    name);
+		return 1;
+	}
+	if ((*set & (UINT64_C(1) << index)) != 0 && opt->type != OPT_LISTEN) {
+		error_at(ld, ld->lineno, "'%s' is set twice in this section",
+		    name);
+		return 1;
+	}
+	*set |= UINT64_C(1) << index;
+	apply_option(ld, opt, base, value);
+	return 1;
+}
+
+static void
+listener_defaults(struct config_listener *l)
+{
+	memset(l, 0, sizeof(*l));
+	l->tls = CONFIG_TLS_IMPLICIT;
+}
+
+static bool
+valid_listener_name(const char *s)
+{
+	const char *p;
+
+	if (*s == '\0' || strlen(s) > LISTENER_NAME_MAX)
+		return false;
+	for (p = s; *p != '\0'; p++)
+		if (!isalnum((unsigned char)*p) && strchr("._-", *p) == NULL)
+			return false;
+	return true;
+}
+
+/* A "[...]" line: names the section the following keys belong to. */
+static void
+enter_section(struct loader *ld, char *start)
+{
+	struct config *cfg = ld->cfg;
+	struct config_listener *grown;
+	char *close = strchr(start, ']'), *name, *rest;
+	size_t i;
+
+	ld->section = SECTION_UNKNOWN;
+	if (close == NULL) {
+		error_at(ld, ld->lineno, "section header without ']'");
+		ld->line_reported = true;
+		return;
+	}
+	rest = close + 1;
+	while (isspace((unsigned char)*rest))
+		rest++;
+	if (*rest != '\0' && *rest != ';' && *rest != '#') {
+		error_at(ld, ld->lineno, "text after the section header");
+		return;
+	}
+	*close = '\0';
+	name = start + 1;
+	if (strlen(name) > SECTION_MAX) {
+		error_at(ld, ld->lineno, "section name longer than %d bytes",
+		    SECTION_MAX);
+		return;
+	}
+	if (strcmp(name, "global") == 0) {
+		ld->section = SECTION_GLOBAL;
+		return;
+	}
+	if (strcmp(name, "tls") == 0) {
+		ld->section = SECTION_TLS;
+		return;
+	}
+	if (strncmp(name, "listener", 8) != 0 ||
+	    (name[8] != ' ' && name[8] != '\t' && name[8] != '\0')) {
+		error_at(ld, ld->lineno,
+		    "unknown section [%s]; expected [global], [tls] or "
+		    "[listener NAME]",
+		    name);
+		return;
+	}
+	name += 8;
+	while (isspace((unsigned char)*name))
+		name++;
+	if (!valid_listener_name(name)) {
+		error_at(ld, ld->lineno,
+		    "listener name '%s' must be 1-%d letters, digits, '.', "
+		    "'_' or '-'",
+		    name, LISTENER_NAME_MAX);
+		return;
+	}
+	for (i = 0; i < cfg->listener_count; i++) {
+		if (strcmp(cfg->listeners[i].name, name) == 0) {
+			error_at(ld, ld->lineno,
+			    "[listener %s] is already defined at line %u", name,
+			    cfg->listeners[i].loc.line);
+			return;
+		}
+	}
+	grown = realloc(cfg->listeners,
+	    (cfg->listener_count + 1) * sizeof(*cfg->listeners));
+	if (grown == NULL) {
+		error_at(ld, ld->lineno, "out of memory");
+		return;
+	}
+	cfg->listeners = grown;
+	ld->listener = &cfg->listeners[cfg->listener_count];
+	listener_defaults(ld->listener);
+	ld->listener->name = strdup(name);
+	if (ld->listener->name == NULL) {
+		error_at(ld, ld->lineno, "out of memory");
+		return;
+	}
+	ld->listener->loc.file = ld->path;
+	ld->listener->loc.line = ld->lineno;
+	cfg->listener_count++;
+	ld->section = SECTION_LISTENER;
+}
+
+/*
+ * inih's reader: hands inih one line at a time and, before inih sees it,
+ * classifies it the way inih 55's ini_parse_stream will, so that sections,
+ * continuations and syntax errors are known with their line numbers.
+ */
+static char *
+read_line(char *str, int num, void *stream)
+{
+	struct loader *ld = stream;
+	ssize_t n;
+	size_t len;
+	char *start;
+
+	n = getline(&ld->line, &ld->line_size, ld->fp);
+	if (n < 0)
+		return NULL;
+	ld->lineno++;
+	ld->continuation = false;
+	ld->line_reported = false;
+	len = (size_t)n;
+	while (
+	    len > 0 && (ld->line[len - 1] == '\n' || ld->line[len - 1] == '\r'))
+		len--;
+	ld->line[len] = '\0';
+	if (strlen(ld->line) != len) {
+		error_at(ld, ld->lineno, "NUL byte in line");
+		ld->syntax_errors++;
+		str[0] = '\0';
+		return str;
+	}
+	/* inih needs room for CR, LF and NUL (INI_MAX_LINE's comment). */
+	if (num < 3 || len > (size_t)num - 3) {
+		error_at(ld, ld->lineno,
+		    "line longer than %d bytes; continue long values on "
+		    "indented lines",
+		    num - 3);
+		ld->syntax_errors++;
+		str[0] = '\0';
+		return str;
+	}
+	memcpy(str, ld->line, len);
+	str[len] = '\n';
+	str[len + 1] = '\0';
+
+	start = ld->line;
+	if (ld->lineno == 1 && strncmp(start, "\xEF\xBB\xBF", 3) == 0)
+		start += 3;
+	while (isspace((unsigned char)*start))
+		start++;
+	if (*start == '\0' || *start == ';' || *start == '#')
+		return str;
+	if (ld->have_prev_key && start > ld->line) {
+		ld->continuation = true;
+		return str;
+	}
+	if (*start == '[') {
+		ld->have_prev_key = false;
+		enter_section(ld, start);
+		if (ld->line_reported)
+			ld->syntax_errors++;
+		return str;
+	}
+	if (strpbrk(start, "=:") == NULL) {
+		error_at(ld, ld->lineno,
+		    "expected 'key = value' or a [section] header");
+		ld->syntax_errors++;
+		return str;
+	}
+	ld->have_prev_key = true;
+	return str;
+}
+
+/* Whether the key called name of table was given in the section. */
+static bool
+is_set(const struct option *table, uint64_t set, const char *name)
+{
+	size_t index;
+
+	if (find_option(table, name, &index) == NULL)
+		abort(); /* a typo in this file, not in the config */
+	return (set & (UINT64_C(1) << index)) != 0;
+}
+
+static bool
+addr_equal(const struct config_addr *a, const struct config_addr *b)
+{
+	return a->sa_len == b->sa_len && memcmp(&a->sa, &b->sa, a->sa_len) == 0;
+}
+
+static void
+validate_listener(struct loader *ld, struct config_listener *l, size_t index)
+{
+	struct config *cfg = ld->cfg;
+	const struct option *t = listener_options;
+	size_t i, j, k;
+	const char *key;
+
+	if (!is_set(t, l->set, "protocol"))
+		error_at(ld, l->loc.line,
+		    "[listener %s]: 'protocol' is required (imap, pop3 or "
+		    "smtp)",
+		    l->name);
+	if (l->listen_count == 0)
+		error_at(ld, l->loc.line, "[listener %s]: 'listen' is required",
+		    l->name);
+	if (!is_set(t, l->set, "backend"))
+		error_at(ld, l->loc.line,
+		    "[listener %s]: 'backend' is required", l->name);
+	if (l->tls == CONFIG_TLS_STARTTLS)
+		error_at(ld, l->loc.line,
+		    "[listener %s]: tls = starttls is not supported by this "
+		    "version of mailproxy",
+		    l->name);
+	if (config_listener_certificate(cfg, l, NULL) == NULL)
+		error_at(ld, l->loc.line,
+		    "[listener %s]: no certificate: set 'certificate' here "
+		    "or in [tls]",
+		    l->name);
+	if (config_listener_key(cfg, l, NULL) == NULL)
+		error_at(ld, l->loc.line,
+		    "[listener %s]: no private key: set 'key' here or in "
+		    "[tls]",
+		    l->name);
+	if ((l->certificate == NULL) != (l->key == NULL)) {
+		key = l->certificate == NULL ? "key" : "certificate";
+		error_at(ld, l->loc.line,
+		    "[listener %s]: '%s' is set without '%s'; a listener "
+		    "overrides both or neither",
+		    l->name, key,
+		    l->certificate == NULL ? "certificate" : "key");
+	}
+	if (!is_set(t, l->set, "timeout_handshake"))
+		l->timeout_handshake_ms = cfg->timeout_handshake_ms;
+	if (!is_set(t, l->set, "timeout_connect"))
+		l->timeout_connect_ms = cfg->timeout_connect_ms;
+	if (!is_set(t, l->set, "timeout_idle"))
+		l->timeout_idle_ms = proto_default_idle_ms(l->protocol);
+
+	/* Two sockets on one address would split its connections. */
+	for (j = 0; j < l->listen_count; j++) {
+		for (k = 0; k < j; k++)
+			if (addr_equal(&l->listen[j], &l->listen[k]))
+				error_at(ld, l->listen[j].loc.line,
+				    "[listener %s]: %s is listed twice",
+				    l->name, l->listen[j].text);
+		for (i = 0; i < index; i++) {
+			const struct config_listener *o = &cfg->listeners[i];
+
+			for (k = 0; k < o->listen_count; k++)
+				if (addr_equal(&l->listen[j], &o->listen[k]))
+					error_at(ld, l->listen[j].loc.line,
+					    "[listener %s]: %s is already "
+					    "used by [listener %s] (line %u)",
+					    l->name, l->listen[j].text, o->name,
+					    o->listen[k].loc.line);
+		}
+	}
+}
+
+static void
+validate(struct loader *ld)
+{
+	struct config *cfg = ld->cfg;
+	char host[256];
+	size_t i;
+
+	if (cfg->listener_count == 0)
+		error_at(ld, 0,
+		    "no [listener NAME] section: nothing to listen on");
+	if (cfg->group != NULL && cfg->user == NULL)
+		error_at(ld, 0, "[global]: 'group' is set without 'user'");
+	if (cfg->user != NULL && getpwnam(cfg->user) == NULL)
+		error_at(ld, 0, "[global]: user '%s' does not exist",
+		    cfg->user);
+	if (cfg->group != NULL && getgrnam(cfg->group) == NULL)
+		error_at(ld, 0, "[global]: group '%s' does not exist",
+		    cfg->group);
+	if (cfg->server_name == NULL) {
+		if (gethostname(host, sizeof(host)) != 0 ||
+		    !valid_hostname(host))
+			strcpy(host, "localhost");
+		host[sizeof(host) - 1] = '\0';
+		cfg->server_name = strdup(host);
+		if (cfg->server_name == NULL)
+			error_at(ld, 0, "out of memory");
+	}
+	for (i = 0; i < cfg->listener_count; i++)
+		validate_listener(ld, &cfg->listeners[i], i);
+}
+
+static void
+config_defaults(struct config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	atomic_init(&cfg->refs, 1);
+	cfg->workers = 0;
+	cfg->log_format = CONFIG_LOG_TEXT;
+	cfg->log_level = CONFIG_LOG_INFO;
+	cfg->timeout_handshake_ms = SEC(30);
+	cfg->timeout_connect_ms = SEC(10);
+	cfg->drain_timeout_ms = SEC(30);
+	cfg->tls.min_version = CONFIG_TLS_1_2;
+	cfg->tls.session_tickets = true;
+}
+
+static void
+free_backend(struct config_backend *b)
+{
+	free(b->host);
+	free(b->path);
+	free(b->text);
+}
+
+static void
+config_free(struct config *cfg)
+{
+	size_t i;
+
+	for (i = 0; i < cfg->listener_count; i++) {
+		struct config_listener *l = &cfg->listeners[i];
+
+		free(l->name);
+		free(l->listen);
+		free_backend(&l->backend);
+		free(l->certificate);
+		free(l->key);
+		free(l->server_name);
+	}
+	free(cfg->listeners);
+	free(cfg->tls.certificate);
+	free(cfg->tls.key);
+	free(cfg->tls.ciphers);
+	free(cfg->tls.ciphersuites);
+	free(cfg->user);
+	free(cfg->group);
+	free(cfg->log);
+	free(cfg->server_name);
+	free(cfg->path);
+	free(cfg);
+}
+
+struct config *
+config_load(const char *path, char **errors_out)
+{
+	struct loader ld;
+	struct config *cfg;
+	int r;
+
+	if (errors_out != NULL)
+		*errors_out = NULL;
+	memset(&ld, 0, sizeof(ld));
+	cfg = malloc(sizeof(*cfg));
+	if (cfg == NULL)
+		return NULL;
+	config_defaults(cfg);
+	cfg->path = strdup(path);
+	if (cfg->path == NULL) {
+		free(cfg);
+		return NULL;
+	}
+	ld.cfg = cfg;
+	ld.path = cfg->path;
+	ld.fp = fopen(path, "r");
+	if (ld.fp == NULL) {
+		error_at(&ld, 0, "cannot open: %s", strerror(errno));
+	} else {
+		r = ini_parse_stream(read_line, &ld, on_ini_value, &ld);
+		if (ferror(ld.fp))
+			error_at(&ld, 0, "read error: %s", strerror(errno));
+		else if (r > 0 && ld.syntax_errors == 0)
+			error_at(&ld, (unsigned)r, "syntax error");
+		else if (r < 0)
+			error_at(&ld, 0, "cannot parse (inih error %d)", r);
+		(void)fclose(ld.fp);
+		free(ld.line);
+		if (cfg->log == NULL)
+			(void)set_string(&ld, &cfg->log, "stderr");
+		if (cfg->tls.ciphers == NULL)
+			(void)set_string(&ld, &cfg->tls.ciphers,
+			    DEFAULT_CIPHERS);
+		validate(&ld);
+	}
+	if (ld.errors.len > 0 || ld.errors.oom) {
+		if (errors_out != NULL)
+			*errors_out = ld.errors.oom ? NULL : ld.errors.text;
+		else
+			free(ld.errors.text);
+		if (ld.errors.oom)
+			free(ld.errors.text);
+		config_free(cfg);
+		return NULL;
+	}
+	return cfg;
+}
+
+struct config *
+config_ref(struct config *cfg)
+{
+	atomic_fetch_add(&cfg->refs, 1);
+	return cfg;
+}
+
+void
+config_unref(struct config *cfg)
+{
+	if (cfg != NULL && atomic_fetch_sub(&cfg->refs, 1) == 1)
+		config_free(cfg);
+}
+
+const char *
+config_listener_certificate(const struct config *cfg,
+    const struct config_listener *l, struct config_loc *loc_out)
+{
+	if (l->certificate != NULL) {
+		if (loc_out != NULL)
+			*loc_out = l->certificate_loc;
+		return l->certificate;
+	}
+	if (loc_out != NULL)
+		*loc_out = cfg->tls.certificate_loc;
+	return cfg->tls.certificate;
+}
+
+const char *
+config_listener_key(const struct config *cfg, const struct config_listener *l,
+    struct config_loc *loc_out)
+{
+	if (l->key != NULL) {
+		if (loc_out != NULL)
+			*loc_out = l->key_loc;
+		return l->key;
+	}
+	if (loc_out != NULL)
+		*loc_out = cfg->tls.key_loc;
+	return cfg->tls.key;
+}
+
+const char *
+config_listener_server_name(const struct config *cfg,
+    const struct config_listener *l)
+{
+	return l->server_name != NULL ? l->server_name : cfg->server_name;
+}

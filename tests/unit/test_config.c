@@ -1,0 +1,506 @@
+/*
+ * config: every error a file can contain is reported with file and line;
+ * a valid file gives the values and defaults the README documents.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "mailproxy/config.h"
+#include "mailproxy/error.h"
+
+static char path[256];
+
+/* A listener that is complete apart from what a case changes. */
+#define TLS_OK "[tls]\ncertificate = /c.pem\nkey = /k.pem\n"
+#define LISTENER_OK                                                            \
+	"[listener imaps]\nprotocol = imap\nlisten = 127.0.0.1:993\n"          \
+	"backend = 127.0.0.1:143\n"
+
+static void
+write_file(const char *text, size_t len)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	assert_int_equal(fwrite(text, 1, len, f), len);
+	assert_int_equal(fclose(f), 0);
+}
+
+static struct config *
+load(const char *text, char **errors)
+{
+	write_file(text, strlen(text));
+	return config_load(path, errors);
+}
+
+struct error_case {
+	const char *name;
+	const char *text;
+	int line; /* 0: the message carries no line */
+	const char *message;
+};
+
+static const struct error_case error_cases[] = {
+    {"unknown section", TLS_OK LISTENER_OK "[foo]\n", 8,
+        "unknown section [foo]; expected [global], [tls] or [listener NAME]"},
+    {"unknown key", "[global]\nfoo = 1\n" TLS_OK LISTENER_OK, 2,
+        "unknown key 'foo' in [global]"},
+    {"unknown listener key", TLS_OK LISTENER_OK "prot = imap\n", 8,
+        "unknown key 'prot' in [listener]"},
+    {"key outside section", "workers = 2\n" TLS_OK LISTENER_OK, 1,
+        "'workers' is outside any section ([global], [tls] or "
+        "[listener NAME])"},
+    {"missing protocol",
+        TLS_OK "[listener a]\nlisten = 127.0.0.1:1\nbackend = 127.0.0.1:2\n", 4,
+        "[listener a]: 'protocol' is required (imap, pop3 or smtp)"},
+    {"missing listen",
+        TLS_OK "[listener a]\nprotocol = imap\nbackend = 127.0.0.1:2\n", 4,
+        "[listener a]: 'listen' is required"},
+    {"missing backend",
+        TLS_OK "[listener a]\nprotocol = imap\nlisten = 127.0.0.1:1\n", 4,
+        "[listener a]: 'backend' is required"},
+    {"listen without port", TLS_OK LISTENER_OK "listen = 10.0.0.1\n", 8,
+        "listen: '10.0.0.1' is not an address:port (1.2.3.4:993, "
+        "[2001:db8::1]:993 or *:993)"},
+    {"listen port range", TLS_OK LISTENER_OK "listen = 10.0.0.1:70000\n", 8,
+        "listen: '10.0.0.1:70000' is not an address:port (1.2.3.4:993, "
+        "[2001:db8::1]:993 or *:993); the port must be 1-65535"},
+    {"listen port zero", TLS_OK LISTENER_OK "listen = 10.0.0.1:0\n", 8,
+        "listen: '10.0.0.1:0' is not an address:port (1.2.3.4:993, "
+        "[2001:db8::1]:993 or *:993); the port must be 1-65535"},
+    {"listen bad IPv6", TLS_OK LISTENER_OK "listen = [::1:993\n", 8,
+        "listen: '[::1:993' is not an address:port"},
+    {"listen host name", TLS_OK LISTENER_OK "listen = localhost:993\n", 8,
+        "listen: 'localhost:993' is not an address:port"},
+    {"listen IPv6 unbracketed", TLS_OK LISTENER_OK "listen = ::1:993\n", 8,
+        "listen: '::1:993' is not an address:port"},
+    {"backend without port",
+        TLS_OK "[listener a]\nprotocol = imap\nlisten = 127.0.0.1:1\n"
+               "backend = mailstore\n",
+        7,
+        "backend: 'mailstore' is not host:port, [IPv6]:port or a unix "
+        "socket path (port 1-65535)"},
+    {"backend bad host",
+        TLS_OK "[listener a]\nprotocol = imap\nlisten = 127.0.0.1:1\n"
+               "backend = mail_store:143\n",
+        7, "backend: 'mail_store:143' is not host:port"},
+    {"backend relative unix path",
+        TLS_OK "[listener a]\nprotocol = imap\nlisten = 127.0.0.1:1\n"
+               "backend = unix:run/imap\n",
+        7,
+        "backend: 'run/imap' is not an absolute unix socket path of at "
+        "most 107 bytes"},
+    {"bad protocol", TLS_OK LISTENER_OK "protocol = http\n", 8,
+        "'protocol' is set twice in this section"},
+    {"bad protocol value",
+        TLS_OK "[listener a]\nprotocol = http\nlisten = 127.0.0.1:1\n"
+               "backend = 127.0.0.1:2\n",
+        5, "protocol: 'http' is not imap, pop3 or smtp"},
+    {"bad tls mode", TLS_OK LISTENER_OK "tls = maybe\n", 8,
+        "tls: 'maybe' is not one of implicit or starttls"},
+    {"starttls not yet", TLS_OK LISTENER_OK "tls = starttls\n", 4,
+        "[listener imaps]: tls = starttls is not supported by this version "
+        "of mailproxy"},
+    {"bad duration unit", TLS_OK LISTENER_OK "timeout_idle = 5x\n", 8,
+        "timeout_idle: '5x' is not a duration from 1s to 86400s (a number "
+        "with ms, s, m or h; plain is seconds)"},
+    {"duration out of range", TLS_OK LISTENER_OK "timeout_idle = 0\n", 8,
+        "timeout_idle: '0' is not a duration from 1s to 86400s"},
+    {"duration overflow",
+        "[global]\ndrain_timeout = 99999999999999999999h\n" TLS_OK LISTENER_OK,
+        2, "drain_timeout: '99999999999999999999h' is not a duration"},
+    {"workers zero", "[global]\nworkers = 0\n" TLS_OK LISTENER_OK, 2,
+        "workers: '0' is not auto or a number from 1 to 256"},
+    {"workers words", "[global]\nworkers = two\n" TLS_OK LISTENER_OK, 2,
+        "workers: 'two' is not auto or a number from 1 to 256"},
+    {"workers too many", "[global]\nworkers = 300\n" TLS_OK LISTENER_OK, 2,
+        "workers: '300' is not auto or a number from 1 to 256"},
+    {"bad bool", "[global]\nlog_connect = maybe\n" TLS_OK LISTENER_OK, 2,
+        "log_connect: 'maybe' is not yes or no"},
+    {"bad log format", "[global]\nlog_format = xml\n" TLS_OK LISTENER_OK, 2,
+        "log_format: 'xml' is not one of text or json"},
+    {"bad log level", "[global]\nlog_level = loud\n" TLS_OK LISTENER_OK, 2,
+        "log_level: 'loud' is not one of error, warning, info or debug"},
+    {"bad min version", "[tls]\nmin_version = TLSv1.0\n" TLS_OK LISTENER_OK, 2,
+        "min_version: 'TLSv1.0' is not one of TLSv1.2 or TLSv1.3"},
+    {"empty value", "[global]\nlog =\n" TLS_OK LISTENER_OK, 2,
+        "log: empty value"},
+    {"bad server name",
+        "[global]\nserver_name = mail example\n" TLS_OK LISTENER_OK, 2,
+        "server_name: 'mail example' is not a host name"},
+    {"duplicate key", "[global]\nworkers = 1\nworkers = 2\n" TLS_OK LISTENER_OK,
+        3, "'workers' is set twice in this section"},
+    {"duplicate listener", TLS_OK LISTENER_OK LISTENER_OK, 8,
+        "[listener imaps] is already defined at line 4"},
+    {"bad listener name", TLS_OK "[listener bad name!]\n" LISTENER_OK, 4,
+        "listener name 'bad name!' must be 1-32 letters, digits, '.', '_' or "
+        "'-'"},
+    {"empty listener name", TLS_OK "[listener]\n" LISTENER_OK, 4,
+        "listener name '' must be 1-32 letters"},
+    {"section without bracket", TLS_OK LISTENER_OK "[global\n", 8,
+        "section header without ']'"},
+    {"text after section", TLS_OK LISTENER_OK "[global] x\n", 8,
+        "text after the section header"},
+    {"section name too long",
+        TLS_OK LISTENER_OK
+        "[listener aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa]\n",
+        8, "section name longer than 49 bytes"},
+    {"no equals sign", TLS_OK LISTENER_OK "just some words\n", 8,
+        "expected 'key = value' or a [section] header"},
+    {"continuation of a single value",
+        "[global]\nworkers = 1\n    2\n" TLS_OK LISTENER_OK, 3,
+        "'workers' takes one value, but this indented line continues it"},
+    {"listen twice in one listener",
+        TLS_OK LISTENER_OK "listen = 127.0.0.1:993\n", 8,
+        "[listener imaps]: 127.0.0.1:993 is listed twice"},
+    {"listen shared by two listeners",
+        TLS_OK LISTENER_OK
+        "[listener pop3s]\nprotocol = pop3\nlisten = 127.0.0.1:993\n"
+        "backend = 127.0.0.1:110\n",
+        10,
+        "[listener pop3s]: 127.0.0.1:993 is already used by [listener "
+        "imaps] (line 6)"},
+    {"star conflicts with explicit",
+        TLS_OK LISTENER_OK
+        "listen = *:995\n"
+        "[listener pop3s]\nprotocol = pop3\nlisten = [::]:995\n"
+        "backend = 127.0.0.1:110\n",
+        11, "[listener pop3s]: [::]:995 is already used by [listener imaps]"},
+    {"no listener", TLS_OK, 0,
+        "no [listener NAME] section: nothing to listen on"},
+    {"no certificate", LISTENER_OK, 1,
+        "[listener imaps]: no certificate: set 'certificate' here or in "
+        "[tls]"},
+    {"no key", "[tls]\ncertificate = /c.pem\n" LISTENER_OK, 3,
+        "[listener imaps]: no private key: set 'key' here or in [tls]"},
+    {"listener cert without key",
+        TLS_OK LISTENER_OK "certificate = /other.pem\n", 4,
+        "[listener imaps]: 'certificate' is set without 'key'; a listener "
+        "overrides both or neither"},
+    {"unknown user",
+        "[global]\nuser = no-such-user-mailproxy\n" TLS_OK LISTENER_OK, 0,
+        "[global]: user 'no-such-user-mailproxy' does not exist"},
+    {"group without user", "[global]\ngroup = root\n" TLS_OK LISTENER_OK, 0,
+        "[global]: 'group' is set without 'user'"},
+};
+
+/* Returns whether the case passed; prints why not. */
+static bool
+expect_error(const struct error_case *c)
+{
+	char *errors = NULL, expected[1024];
+	struct config *cfg = load(c->text, &errors);
+	bool ok;
+
+	if (cfg != NULL) {
+		print_error("case '%s': loaded without error\n", c->name);
+		config_unref(cfg);
+		return false;
+	}
+	if (c->line > 0)
+		(void)snprintf(expected, sizeof(expected), "%s:%d: %s", path,
+		    c->line, c->message);
+	else
+		(void)snprintf(expected, sizeof(expected), "%s: %s", path,
+		    c->message);
+	ok = errors != NULL && strstr(errors, expected) != NULL;
+	if (!ok)
+		print_error("case '%s':\nexpected: %s\ngot:\n%s\n", c->name,
+		    expected, errors != NULL ? errors : "(nothing)");
+	free(errors);
+	return ok;
+}
+
+static void
+test_config_load_reports_each_error_with_line(void **state)
+{
+	size_t i, failed = 0;
+
+	(void)state;
+	for (i = 0; i < sizeof(error_cases) / sizeof(error_cases[0]); i++)
+		failed += !expect_error(&error_cases[i]);
+	assert_int_equal(failed, 0);
+}
+
+static void
+test_config_load_long_line_refused_with_line(void **state)
+{
+	char text[1024], *errors = NULL, expected[512];
+
+	(void)state;
+	(void)snprintf(text, sizeof(text),
+	    TLS_OK LISTENER_OK "server_name = %0*d\n", 190, 0);
+	assert_null(load(text, &errors));
+	(void)snprintf(expected, sizeof(expected),
+	    "%s:8: line longer than 197 bytes; continue long values on "
+	    "indented lines",
+	    path);
+	assert_non_null(strstr(errors, expected));
+	free(errors);
+}
+
+static void
+test_config_load_nul_byte_refused(void **state)
+{
+	static const char text[] = TLS_OK LISTENER_OK "log = a\0b\n";
+	char *errors = NULL, expected[512];
+
+	(void)state;
+	write_file(text, sizeof(text) - 1);
+	assert_null(config_load(path, &errors));
+	(void)snprintf(expected, sizeof(expected), "%s:8: NUL byte in line",
+	    path);
+	assert_non_null(strstr(errors, expected));
+	free(errors);
+}
+
+static void
+test_config_load_missing_file(void **state)
+{
+	char *errors = NULL;
+
+	(void)state;
+	assert_null(config_load("/nonexistent/mailproxy.ini", &errors));
+	assert_string_equal(errors,
+	    "/nonexistent/mailproxy.ini: cannot open: No such file or "
+	    "directory\n");
+	free(errors);
+}
+
+static void
+test_config_load_reports_all_errors_at_once(void **state)
+{
+	char *errors = NULL, *p;
+	int lines = 0;
+
+	(void)state;
+	assert_null(load("[global]\nworkers = x\nlog_format = y\n"
+	                 "[bogus]\n" TLS_OK LISTENER_OK "tls = z\n",
+	    &errors));
+	for (p = errors; *p != '\0'; p++)
+		lines += *p == '\n';
+	assert_int_equal(lines, 4);
+	free(errors);
+}
+
+static void
+test_config_load_valid_file(void **state)
+{
+	char *errors = NULL;
+	const struct config_listener *l;
+	struct config *cfg;
+
+	(void)state;
+	cfg = load("; comment\n"
+	           "# another\n"
+	           "[global]\n"
+	           "workers = 3\n"
+	           "log_format = json ; inline comment\n"
+	           "drain_timeout = 1500ms\n"
+	           "timeout_connect = 2s\n"
+	           "server_name = mx.example.org\n"
+	           "[tls]\n"
+	           "certificate = /etc/ssl/mail.pem\n"
+	           "key = /etc/ssl/mail.key\n"
+	           "min_version = TLSv1.3\n"
+	           "ciphers = ECDHE-ECDSA-AES128-GCM-SHA256\n"
+	           "    ECDHE-RSA-AES128-GCM-SHA256\n"
+	           "\n"
+	           "[listener imaps]\n"
+	           "protocol = imap\n"
+	           "listen = 127.0.0.1:993, [::1]:993\n"
+	           "    *:1993\n"
+	           "backend = [2001:db8::5]:143\n"
+	           "timeout_handshake = 5s\n"
+	           "[listener pop3s]\n"
+	           "protocol = pop3\n"
+	           "listen = 127.0.0.1:995\n"
+	           "backend = mailstore.internal:110\n"
+	           "certificate = /p.pem\n"
+	           "key = /p.key\n"
+	           "[listener smtps]\n"
+	           "protocol = smtp\n"
+	           "tls = implicit\n"
+	           "listen = 127.0.0.1:465\n"
+	           "backend = unix:/run/postfix/smtpd\n"
+	           "timeout_idle = 2m\n",
+	    &errors);
+	if (cfg == NULL)
+		fail_msg("%s", errors);
+	assert_int_equal(cfg->workers, 3);
+	assert_int_equal(cfg->log_format, CONFIG_LOG_JSON);
+	assert_int_equal(cfg->log_level, CONFIG_LOG_INFO);
+	assert_string_equal(cfg->log, "stderr");
+	assert_int_equal(cfg->drain_timeout_ms, 1500);
+	assert_string_equal(cfg->server_name, "mx.example.org");
+	assert_int_equal(cfg->tls.min_version, CONFIG_TLS_1_3);
+	assert_true(cfg->tls.session_tickets);
+	assert_string_equal(cfg->tls.ciphers,
+	    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256");
+	assert_int_equal(cfg->tls.certificate_loc.line, 10);
+	assert_int_equal(cfg->listener_count, 3);
+
+	l = &cfg->listeners[0];
+	assert_string_equal(l->name, "imaps");
+	assert_int_equal(l->loc.line, 16);
+	assert_int_equal(l->protocol, PROTO_IMAP);
+	assert_int_equal(l->tls, CONFIG_TLS_IMPLICIT);
+	assert_int_equal(l->listen_count, 4);
+	assert_string_equal(l->listen[0].text, "127.0.0.1:993");
+	assert_string_equal(l->listen[1].text, "[::1]:993");
+	assert_string_equal(l->listen[2].text, "0.0.0.0:1993");
+	assert_string_equal(l->listen[3].text, "[::]:1993");
+	assert_int_equal(l->listen[3].loc.line, 19);
+	assert_int_equal(l->backend.kind, CONFIG_BACKEND_ADDR);
+	assert_string_equal(l->backend.text, "[2001:db8::5]:143");
+	assert_int_equal(l->timeout_handshake_ms, 5000);
+	assert_int_equal(l->timeout_connect_ms, 2000);
+	assert_int_equal(l->timeout_idle_ms, 31 * 60 * 1000);
+	assert_string_equal(config_listener_certificate(cfg, l, NULL),
+	    "/etc/ssl/mail.pem");
+	assert_string_equal(config_listener_server_name(cfg, l),
+	    "mx.example.org");
+
+	l = &cfg->listeners[1];
+	assert_int_equal(l->backend.kind, CONFIG_BACKEND_HOST);
+	assert_string_equal(l->backend.host, "mailstore.internal");
+	assert_string_equal(l->backend.port, "110");
+	assert_int_equal(l->timeout_handshake_ms, 30000);
+	assert_int_equal(l->timeout_idle_ms, 10 * 60 * 1000);
+	assert_string_equal(config_listener_key(cfg, l, NULL), "/p.key");
+
+	l = &cfg->listeners[2];
+	assert_int_equal(l->backend.kind, CONFIG_BACKEND_UNIX);
+	assert_string_equal(l->backend.path, "/run/postfix/smtpd");
+	assert_int_equal(l->timeout_idle_ms, 120000);
+	assert_null(errors);
+
+	assert_ptr_equal(config_ref(cfg), cfg);
+	config_unref(cfg);
+	config_unref(cfg);
+}
+
+static void
+test_config_load_defaults(void **state)
+{
+	char *errors = NULL;
+	struct config *cfg = load(TLS_OK LISTENER_OK, &errors);
+
+	(void)state;
+	assert_non_null(cfg);
+	assert_int_equal(cfg->workers, 0);
+	assert_int_equal(cfg->log_format, CONFIG_LOG_TEXT);
+	assert_false(cfg->log_connect);
+	assert_int_equal(cfg->drain_timeout_ms, 30000);
+	assert_int_equal(cfg->tls.min_version, CONFIG_TLS_1_2);
+	assert_non_null(cfg->tls.ciphers);
+	assert_non_null(cfg->server_name);
+	assert_int_equal(cfg->listeners[0].timeout_connect_ms, 10000);
+	config_unref(cfg);
+}
+
+static void
+test_config_parse_duration_cases(void **state)
+{
+	static const struct {
+		const char *in;
+		int r;
+		uint64_t ms;
+	} cases[] = {
+	    {"90", 0, 90000},
+	    {"90s", 0, 90000},
+	    {"500ms", 0, 500},
+	    {"5m", 0, 300000},
+	    {"2h", 0, 7200000},
+	    {"0", 0, 0},
+	    {"", ERROR_SYNTAX, 0},
+	    {"s", ERROR_SYNTAX, 0},
+	    {"-1", ERROR_SYNTAX, 0},
+	    {"1.5s", ERROR_SYNTAX, 0},
+	    {"5 s", ERROR_SYNTAX, 0},
+	    {"5d", ERROR_SYNTAX, 0},
+	    {"18446744073709551615", ERROR_RANGE, 0},
+	    {"99999999999999999999", ERROR_RANGE, 0},
+	};
+	size_t i;
+	uint64_t ms;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		ms = 0;
+		assert_int_equal(config_parse_duration(cases[i].in, &ms),
+		    cases[i].r);
+		if (cases[i].r == 0)
+			assert_int_equal(ms, cases[i].ms);
+	}
+}
+
+static void
+test_config_parse_addr_cases(void **state)
+{
+	static const struct {
+		const char *in;
+		int r;
+		const char *text;
+	} cases[] = {
+	    {"1.2.3.4:993", 0, "1.2.3.4:993"},
+	    {"[::1]:993", 0, "[::1]:993"},
+	    {"[2001:DB8:0:0::1]:1", 0, "[2001:db8::1]:1"},
+	    {"[::ffff:10.0.0.1]:25", 0, "[::ffff:10.0.0.1]:25"},
+	    {"1.2.3.4:65535", 0, "1.2.3.4:65535"},
+	    {"1.2.3.4:65536", ERROR_RANGE, NULL},
+	    {"1.2.3.4:0", ERROR_RANGE, NULL},
+	    {"1.2.3.4:", ERROR_SYNTAX, NULL},
+	    {"1.2.3.4:x", ERROR_SYNTAX, NULL},
+	    {"1.2.3.4:+5", ERROR_SYNTAX, NULL},
+	    {"1.2.3:993", ERROR_SYNTAX, NULL},
+	    {"[::1]993", ERROR_SYNTAX, NULL},
+	    {"::1:993", ERROR_SYNTAX, NULL},
+	    {"host:993", ERROR_SYNTAX, NULL},
+	    {"", ERROR_SYNTAX, NULL},
+	};
+	struct config_addr a;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int r = config_parse_addr(cases[i].in, &a);
+
+		if (r != cases[i].r)
+			fail_msg("'%s': got %d, expected %d", cases[i].in, r,
+			    cases[i].r);
+		if (r == 0)
+			assert_string_equal(a.text, cases[i].text);
+	}
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_config_load_reports_each_error_with_line),
+	    cmocka_unit_test(test_config_load_long_line_refused_with_line),
+	    cmocka_unit_test(test_config_load_nul_byte_refused),
+	    cmocka_unit_test(test_config_load_missing_file),
+	    cmocka_unit_test(test_config_load_reports_all_errors_at_once),
+	    cmocka_unit_test(test_config_load_valid_file),
+	    cmocka_unit_test(test_config_load_defaults),
+	    cmocka_unit_test(test_config_parse_duration_cases),
+	    cmocka_unit_test(test_config_parse_addr_cases),
+	};
+	int r;
+
+	(void)snprintf(path, sizeof(path), "%s/test_config_%d.ini", TEST_TMPDIR,
+	    (int)getpid());
+	r = cmocka_run_group_tests(tests, NULL, NULL);
+	(void)unlink(path);
+	return r;
+}
