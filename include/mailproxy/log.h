@@ -1,0 +1,82 @@
+/*
+ * Logging: diagnostic lines in OpenBSD's style (log_warn appends the errno
+ * text, log_warnx does not, fatal exits) and the connection log, one line
+ * per session, in text (key=value) or JSON.
+ *
+ * Targets are stderr, syslog or a file; each line goes out in one write(2),
+ * so lines from several worker threads never interleave within a line.
+ * Every attacker-controlled string is escaped (research/protocols.md §13).
+ */
+#ifndef MAILPROXY_LOG_H
+#define MAILPROXY_LOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "mailproxy/config.h"
+
+/* Longest line the log writes; longer ones are cut and end in "...". */
+#define LOG_LINE_MAX 4096
+
+/* What one connection log line says. NULL strings are printed as absent. */
+struct log_session {
+	const char *event; /* "close", or "connect" for the optional start */
+	const char *id;
+	const char *listener;
+	const char *proto;
+	const char *client; /* ip:port */
+	const char *local;  /* the listening address it came in on */
+	const char *backend;
+	const char *tls_version;
+	const char *cipher;
+	const char *sni;
+	bool tls_resumed;
+	uint64_t client_in; /* bytes read from the client (on the wire) */
+	uint64_t client_out;
+	uint64_t backend_in;
+	uint64_t backend_out;
+	uint64_t duration_ms;
+	const char *state; /* the session's state when it ended */
+	const char *end;   /* why it ended */
+	const char *error; /* detail: OpenSSL's reason, libuv's error */
+};
+
+/*
+ * Sets where lines go and how they look, from cfg's [global] log keys.
+ * Call once before any thread logs. Returns 0, or a negative errno when
+ * the log file cannot be opened (stderr stays the target).
+ */
+int log_init(const struct config *cfg);
+
+/* Reopens the log file (after rotation, on SIGUSR1). 0 or -errno. */
+int log_reopen(void);
+
+/* Whether a diagnostic at this level is written; for costly messages. */
+bool log_enabled(enum config_log_level level);
+
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Logs at error level and exits with status 1. Only before workers run. */
+void fatal(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
+void fatalx(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
+
+/*
+ * Formats one connection log line, newline included, into buf (size bytes,
+ * NUL-terminated). now is the wall-clock time printed. Returns the length
+ * without the NUL; a line that does not fit is cut and ends in "...\n".
+ * size must be at least 16.
+ */
+size_t log_session_format(const struct log_session *f,
+    enum config_log_format format, const struct timespec *now, char *buf,
+    size_t size);
+
+/* Formats and writes one connection log line. */
+void log_session(const struct log_session *f);
+
+#endif
