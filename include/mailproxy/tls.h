@@ -1,0 +1,61 @@
+/*
+ * TLS: building an SSL_CTX per listener from the configuration, and the
+ * BIO that connects an SSL object to a session's chunk queues instead of a
+ * socket (STYLE.md §7.7: TLS never touches a socket; libuv owns it).
+ *
+ * Ciphertext the session read from the client sits in a chunk the BIO
+ * reads from; everything OpenSSL writes is appended to the session's
+ * outgoing queue. Nothing is buffered inside the BIO, so with
+ * SSL_MODE_RELEASE_BUFFERS an idle session holds no TLS buffer.
+ */
+#ifndef MAILPROXY_TLS_H
+#define MAILPROXY_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <openssl/ssl.h>
+
+#include "mailproxy/buf.h"
+#include "mailproxy/config.h"
+
+/* Where one SSL object reads and writes ciphertext; owned by the session. */
+struct tls_io {
+	struct buf_chunk **in; /* ciphertext to feed OpenSSL; may be NULL */
+	struct buf_queue *out; /* ciphertext OpenSSL produced */
+	struct buf_pool *pool; /* chunks for out */
+	bool eof;              /* the peer closed: reads end, not retry */
+	bool nomem;            /* a write could not be queued */
+};
+
+/* Once per process, before any other call. Returns 0 or ERROR_NOMEM. */
+int tls_init(void);
+
+/* Frees what tls_init() made; after every SSL object is gone. */
+void tls_cleanup(void);
+
+/*
+ * Builds the server context for listener l: certificate chain and key
+ * (checked against each other), TLS 1.2 minimum or as configured, no
+ * renegotiation, no compression, no 0-RTT, session tickets as configured.
+ * Returns a context with one reference, or NULL and a malloc'd message
+ * "FILE:LINE: what is wrong" in *error_out (caller frees).
+ */
+SSL_CTX *tls_ctx_build(const struct config *cfg,
+    const struct config_listener *l, char **error_out);
+
+/*
+ * A server SSL object from ctx whose ciphertext goes through io, which
+ * must outlive it. Returns NULL when memory is exhausted.
+ */
+SSL *tls_ssl_new(SSL_CTX *ctx, struct tls_io *io);
+
+/*
+ * OpenSSL's reason for the first error on this thread's error queue, e.g.
+ * "wrong version number", then clears the queue. Returns a static string
+ * (safe to keep for the session's life), or fallback when the queue is
+ * empty or the reason unknown.
+ */
+const char *tls_error_reason(const char *fallback);
+
+#endif

@@ -1,0 +1,292 @@
+/*
+ * TLS contexts and the chunk BIO.
+ *
+ * One SSL_CTX per listener, built before the workers start and shared by
+ * them read-only (OpenSSL makes SSL_new on a shared context thread-safe);
+ * sharing it also shares its ticket keys, so a session resumes on any
+ * worker. The server session cache is off: TLS 1.2 and 1.3 both resume
+ * from stateless tickets, and the cache would be one more lock on the
+ * handshake path of every worker.
+ *
+ * Must not: touch sockets or the loop, or log (callers log with context).
+ */
+#include "mailproxy/tls.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+
+#include "mailproxy/error.h"
+
+static BIO_METHOD *chunk_method;
+
+static int
+chunk_write(BIO *b, const char *data, int len)
+{
+	struct tls_io *io = BIO_get_data(b);
+
+	BIO_clear_retry_flags(b);
+	if (len <= 0)
+		return 0;
+	if (buf_queue_append(io->out, io->pool, data, (size_t)len) != 0) {
+		io->nomem = true;
+		return -1;
+	}
+	return len;
+}
+
+static int
+chunk_read(BIO *b, char *data, int len)
+{
+	struct tls_io *io = BIO_get_data(b);
+	struct buf_chunk *c = io->in != NULL ? *io->in : NULL;
+	size_t n;
+
+	BIO_clear_retry_flags(b);
+	if (len <= 0)
+		return 0;
+	if (c == NULL || buf_chunk_len(c) == 0) {
+		if (io->eof)
+			return 0;
+		BIO_set_retry_read(b);
+		return -1;
+	}
+	n = buf_chunk_len(c);
+	if (n > (size_t)len)
+		n = (size_t)len;
+	memcpy(data, c->data + c->start, n);
+	c->start += n;
+	return (int)n;
+}
+
+static long
+chunk_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	struct tls_io *io = BIO_get_data(b);
+
+	(void)num;
+	(void)ptr;
+	switch (cmd) {
+	case BIO_CTRL_FLUSH:
+		return 1;
+	case BIO_CTRL_PENDING:
+		if (io != NULL && io->in != NULL && *io->in != NULL)
+			return (long)buf_chunk_len(*io->in);
+		return 0;
+	case BIO_CTRL_EOF:
+		return io != NULL && io->eof;
+	default:
+		return 0;
+	}
+}
+
+static int
+chunk_create(BIO *b)
+{
+	BIO_set_init(b, 1);
+	return 1;
+}
+
+static int
+chunk_destroy(BIO *b)
+{
+	BIO_set_data(b, NULL);
+	return 1;
+}
+
+int
+tls_init(void)
+{
+	int type = BIO_get_new_index();
+
+	if (type < 0)
+		return ERROR_NOMEM;
+	chunk_method = BIO_meth_new(type | BIO_TYPE_SOURCE_SINK, "mailproxy");
+	if (chunk_method == NULL ||
+	    !BIO_meth_set_write(chunk_method, chunk_write) ||
+	    !BIO_meth_set_read(chunk_method, chunk_read) ||
+	    !BIO_meth_set_ctrl(chunk_method, chunk_ctrl) ||
+	    !BIO_meth_set_create(chunk_method, chunk_create) ||
+	    !BIO_meth_set_destroy(chunk_method, chunk_destroy)) {
+		BIO_meth_free(chunk_method);
+		chunk_method = NULL;
+		return ERROR_NOMEM;
+	}
+	return 0;
+}
+
+void
+tls_cleanup(void)
+{
+	BIO_meth_free(chunk_method);
+	chunk_method = NULL;
+}
+
+SSL *
+tls_ssl_new(SSL_CTX *ctx, struct tls_io *io)
+{
+	SSL *ssl = SSL_new(ctx);
+	BIO *bio;
+
+	if (ssl == NULL)
+		return NULL;
+	bio = BIO_new(chunk_method);
+	if (bio == NULL) {
+		SSL_free(ssl);
+		return NULL;
+	}
+	BIO_set_data(bio, io);
+	/* One BIO both ways: SSL_set_bio takes the single reference. */
+	SSL_set_bio(ssl, bio, bio);
+	SSL_set_accept_state(ssl);
+	return ssl;
+}
+
+const char *
+tls_error_reason(const char *fallback)
+{
+	unsigned long e = ERR_get_error();
+	const char *reason = e != 0 ? ERR_reason_error_string(e) : NULL;
+
+	ERR_clear_error();
+	return reason != NULL ? reason : fallback;
+}
+
+static char *build_error(const struct config_loc *loc, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static char *
+build_error(const struct config_loc *loc, const char *fmt, ...)
+{
+	const char *ossl = tls_error_reason("");
+	char msg[512];
+	char *out = NULL;
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (loc->line > 0)
+		n = snprintf(NULL, 0, "%s:%u: %s%s%s", loc->file, loc->line,
+		    msg, ossl[0] != '\0' ? ": " : "", ossl);
+	else
+		n = snprintf(NULL, 0, "%s: %s%s%s", loc->file, msg,
+		    ossl[0] != '\0' ? ": " : "", ossl);
+	if (n >= 0 && (out = malloc((size_t)n + 1)) != NULL) {
+		if (loc->line > 0)
+			(void)snprintf(out, (size_t)n + 1, "%s:%u: %s%s%s",
+			    loc->file, loc->line, msg,
+			    ossl[0] != '\0' ? ": " : "", ossl);
+		else
+			(void)snprintf(out, (size_t)n + 1, "%s: %s%s%s",
+			    loc->file, msg, ossl[0] != '\0' ? ": " : "", ossl);
+	}
+	return out;
+}
+
+/* Opening the file ourselves first gives "No such file" instead of an
+ * OpenSSL "system lib" code. */
+static bool
+readable(const char *path, const struct config_loc *loc, const char *what,
+    char **error_out)
+{
+	FILE *f = fopen(path, "r");
+
+	if (f == NULL) {
+		ERR_clear_error();
+		*error_out = build_error(loc, "cannot read %s '%s': %s", what,
+		    path, strerror(errno));
+		return false;
+	}
+	(void)fclose(f);
+	return true;
+}
+
+SSL_CTX *
+tls_ctx_build(const struct config *cfg, const struct config_listener *l,
+    char **error_out)
+{
+	struct config_loc cert_loc, key_loc, glob = {cfg->path, 0};
+	const char *cert = config_listener_certificate(cfg, l, &cert_loc);
+	const char *key = config_listener_key(cfg, l, &key_loc);
+	uint64_t options;
+	SSL_CTX *ctx;
+
+	*error_out = NULL;
+	ERR_clear_error();
+	ctx = SSL_CTX_new(TLS_server_method());
+	if (ctx == NULL) {
+		*error_out = build_error(&glob, "cannot create a TLS context");
+		return NULL;
+	}
+	/* RFC 8997 and RFC 9325 §3.1.1: nothing below TLS 1.2. */
+	if (!SSL_CTX_set_min_proto_version(ctx,
+	        cfg->tls.min_version == CONFIG_TLS_1_3 ? TLS1_3_VERSION :
+	                                                 TLS1_2_VERSION))
+		goto fail_glob;
+	options = SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+	    SSL_OP_CIPHER_SERVER_PREFERENCE;
+	if (!cfg->tls.session_tickets)
+		options |= SSL_OP_NO_TICKET;
+	SSL_CTX_set_options(ctx, options);
+	if (!cfg->tls.session_tickets)
+		SSL_CTX_set_num_tickets(ctx, 0);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	/* RFC 9325 §3.10: no 0-RTT for protocols that do not define it. */
+	SSL_CTX_set_max_early_data(ctx, 0);
+	SSL_CTX_set_recv_max_early_data(ctx, 0);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	if (!SSL_CTX_set_session_id_context(ctx, (const unsigned char *)l->name,
+	        (unsigned)strlen(l->name)))
+		goto fail_glob;
+	SSL_CTX_set_dh_auto(ctx, 1);
+
+	if (cfg->tls.ciphers != NULL &&
+	    !SSL_CTX_set_cipher_list(ctx, cfg->tls.ciphers)) {
+		*error_out = build_error(&cfg->tls.ciphers_loc,
+		    "ciphers: OpenSSL accepts none of '%s'", cfg->tls.ciphers);
+		goto fail;
+	}
+	if (cfg->tls.ciphersuites != NULL &&
+	    !SSL_CTX_set_ciphersuites(ctx, cfg->tls.ciphersuites)) {
+		*error_out = build_error(&cfg->tls.ciphersuites_loc,
+		    "ciphersuites: OpenSSL does not accept '%s'",
+		    cfg->tls.ciphersuites);
+		goto fail;
+	}
+
+	if (!readable(cert, &cert_loc, "certificate", error_out))
+		goto fail;
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+		*error_out = build_error(&cert_loc,
+		    "certificate '%s' is not a PEM certificate chain", cert);
+		goto fail;
+	}
+	if (!readable(key, &key_loc, "key", error_out))
+		goto fail;
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+		*error_out = build_error(&key_loc,
+		    "key '%s' is not a PEM private key (or does not match "
+		    "certificate '%s')",
+		    key, cert);
+		goto fail;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		*error_out = build_error(&key_loc,
+		    "key '%s' does not match certificate '%s'", key, cert);
+		goto fail;
+	}
+	return ctx;
+
+fail_glob:
+	*error_out =
+	    build_error(&glob, "cannot set up TLS for [listener %s]", l->name);
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
