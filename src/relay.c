@@ -1,0 +1,472 @@
+/*
+ * The relay pump (see relay.h). Bytes move without copies where the
+ * direction allows: a plaintext chunk read from one socket is handed whole
+ * to the other's queue; on the TLS side SSL_read decrypts straight into
+ * the backend's queue and SSL_write encrypts straight into the client's
+ * (through the chunk BIO of tls.c).
+ *
+ * Must not: free the session (session.c's close path does), hold a chunk
+ * while idle, or read a side whose peer's queue is above the high-water
+ * mark.
+ */
+#include "mailproxy/relay.h"
+
+#include <assert.h>
+#include <limits.h>
+
+#include <openssl/err.h>
+
+#include "mailproxy/session.h"
+#include "mailproxy/worker.h"
+
+#define WRITE_SPANS 8
+
+static struct buf_pool *
+pool_of(struct side *x)
+{
+	return &x->session->worker->pool;
+}
+
+static bool
+is_client(const struct side *x)
+{
+	return x == &x->session->client;
+}
+
+static void
+side_error(struct side *x, int uv_err)
+{
+	session_close(x->session,
+	    is_client(x) ? SESSION_END_CLIENT_ERROR : SESSION_END_BACKEND_ERROR,
+	    uv_strerror(uv_err));
+}
+
+/* Gives an emptied input chunk back, so an idle side holds nothing. */
+static void
+release_input(struct side *x)
+{
+	if (x->in != NULL && buf_chunk_len(x->in) == 0) {
+		buf_pool_put(pool_of(x), x->in);
+		x->in = NULL;
+	}
+}
+
+static void
+pause_reading(struct side *x)
+{
+	relay_read_stop(x);
+	x->paused = true;
+}
+
+static void process_input(struct side *x);
+
+static void
+resume_reading(struct side *x)
+{
+	x->paused = false;
+	if (relay_read_start(x) < 0)
+		return;
+	/* Input held back while paused (and, on the TLS side, records
+	 * OpenSSL has buffered) must go now: no new read may come. */
+	process_input(x);
+}
+
+/*
+ * Closes the session once both directions are finished, or, when
+ * mailproxy is saying goodbye, once the client has its last bytes.
+ */
+static void
+check_done(struct session *s)
+{
+	struct side *c = &s->client, *b = &s->backend;
+
+	if (s->state == SESSION_FLUSH) {
+		if (c->out.bytes == 0 && c->eof)
+			session_close(s, SESSION_END_NONE, NULL);
+		return;
+	}
+	if (s->state == SESSION_RELAY && c->eof && b->eof &&
+	    c->out.bytes == 0 && b->out.bytes == 0)
+		session_close(s, SESSION_END_NONE, NULL);
+}
+
+static void
+on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct side *x = h->data;
+	struct buf_chunk *c;
+
+	(void)suggested;
+	if (x->in == NULL)
+		x->in = buf_pool_get(pool_of(x));
+	c = x->in;
+	if (c == NULL) {
+		/* libuv turns an empty buffer into UV_ENOBUFS for on_read. */
+		*buf = uv_buf_init(NULL, 0);
+		return;
+	}
+	if (c->start == c->end)
+		c->start = c->end = 0;
+	else if (c->end == BUF_CHUNK_SIZE)
+		buf_chunk_compact(c);
+	*buf =
+	    uv_buf_init(c->data + c->end, (unsigned)(BUF_CHUNK_SIZE - c->end));
+}
+
+/* Client to backend. */
+static void
+from_client(struct session *s)
+{
+	struct side *c = &s->client, *b = &s->backend;
+	size_t room;
+	char *p;
+	int n, err;
+
+	if (s->ssl == NULL) {
+		if (c->in != NULL) {
+			buf_queue_push_chunk(&b->out, pool_of(b), c->in);
+			c->in = NULL;
+		}
+		if (b->out.bytes >= RELAY_HIGH_WATER)
+			pause_reading(c);
+		relay_flush(b);
+		return;
+	}
+	for (;;) {
+		if (b->out.bytes >= RELAY_HIGH_WATER) {
+			pause_reading(c);
+			break;
+		}
+		p = buf_queue_reserve(&b->out, pool_of(b), &room);
+		if (p == NULL) {
+			session_close(s, SESSION_END_NO_MEMORY, NULL);
+			return;
+		}
+		ERR_clear_error();
+		n = SSL_read(s->ssl, p, room > INT_MAX ? INT_MAX : (int)room);
+		if (n > 0) {
+			buf_queue_commit(&b->out, (size_t)n);
+			continue;
+		}
+		buf_queue_drop_empty_tail(&b->out, pool_of(b));
+		err = SSL_get_error(s->ssl, n);
+		if (err == SSL_ERROR_WANT_READ)
+			break;
+		if (err == SSL_ERROR_ZERO_RETURN) {
+			relay_client_done(s, NULL);
+			break;
+		}
+		if (s->tls_io.nomem) {
+			session_close(s, SESSION_END_NO_MEMORY, NULL);
+			return;
+		}
+		if (s->tls_io.eof) {
+			/* TCP FIN without close_notify: common among mail
+			 * clients, so a close, with OpenSSL's words. */
+			relay_client_done(s,
+			    tls_error_reason("unexpected eof while reading"));
+			break;
+		}
+		session_finish(s, -1, SESSION_END_TLS_ERROR,
+		    tls_error_reason("TLS error"));
+		return;
+	}
+	relay_flush(b);
+	if (s->state == SESSION_RELAY)
+		relay_flush(c); /* alerts, KeyUpdate answers */
+}
+
+/* Backend to client. */
+static void
+from_backend(struct session *s)
+{
+	struct side *c = &s->client, *b = &s->backend;
+	struct buf_chunk *in = b->in;
+	size_t len = in != NULL ? buf_chunk_len(in) : 0;
+	int n;
+
+	if (len == 0)
+		return;
+	s->last_to_client = in->data[in->end - 1];
+	if (s->ssl == NULL) {
+		buf_queue_push_chunk(&c->out, pool_of(c), in);
+		b->in = NULL;
+	} else {
+		ERR_clear_error();
+		n = SSL_write(s->ssl, in->data + in->start, (int)len);
+		if (n <= 0) {
+			if (s->tls_io.nomem)
+				session_close(s, SESSION_END_NO_MEMORY, NULL);
+			else
+				session_close(s, SESSION_END_TLS_ERROR,
+				    tls_error_reason("TLS write failed"));
+			return;
+		}
+		/* The chunk BIO takes every byte, so nothing is partial. */
+		assert((size_t)n == len);
+		in->start = in->end;
+	}
+	if (c->out.bytes >= RELAY_HIGH_WATER)
+		pause_reading(b);
+	relay_flush(c);
+}
+
+static void
+process_input(struct side *x)
+{
+	struct session *s = x->session;
+
+	switch (s->state) {
+	case SESSION_HANDSHAKE:
+		if (is_client(x))
+			session_handshake(s);
+		break;
+	case SESSION_RELAY:
+		if (is_client(x))
+			from_client(s);
+		else
+			from_backend(s);
+		break;
+	case SESSION_FLUSH:
+		/* Read and dropped, so that closing sends FIN, not RST. */
+		if (x->in != NULL)
+			x->in->start = x->in->end;
+		break;
+	case SESSION_RESOLVE:
+	case SESSION_CONNECT:
+	case SESSION_CLOSING:
+	case SESSION_STATE_COUNT_:
+		break;
+	}
+	if (s->state != SESSION_CLOSING)
+		release_input(x);
+}
+
+static void
+backend_done(struct session *s)
+{
+	struct side *c = &s->client, *b = &s->backend;
+
+	b->eof = true;
+	relay_read_stop(b);
+	session_set_end(s, SESSION_END_BACKEND_CLOSED, NULL);
+	if (s->state != SESSION_RELAY) {
+		check_done(s);
+		return;
+	}
+	/* Everything the backend said is already encrypted in c->out, so
+	 * close_notify lands after it. */
+	if (s->ssl != NULL &&
+	    (SSL_get_shutdown(s->ssl) & SSL_SENT_SHUTDOWN) == 0) {
+		ERR_clear_error();
+		(void)SSL_shutdown(s->ssl);
+		ERR_clear_error();
+	}
+	c->want_fin = true;
+	relay_flush(c);
+	if (s->state != SESSION_CLOSING)
+		check_done(s);
+}
+
+void
+relay_client_done(struct session *s, const char *error)
+{
+	struct side *c = &s->client, *b = &s->backend;
+
+	c->eof = true;
+	relay_read_stop(c);
+	session_set_end(s, SESSION_END_CLIENT_CLOSED, error);
+	if (s->state != SESSION_RELAY) {
+		if (s->state == SESSION_FLUSH)
+			check_done(s);
+		else
+			session_close(s, SESSION_END_CLIENT_CLOSED, error);
+		return;
+	}
+	b->want_fin = true;
+	relay_flush(b);
+	if (s->state != SESSION_CLOSING)
+		check_done(s);
+}
+
+static void
+on_eof(struct side *x)
+{
+	struct session *s = x->session;
+
+	if (!is_client(x)) {
+		backend_done(s);
+		return;
+	}
+	if (s->ssl == NULL) {
+		relay_client_done(s, NULL);
+		return;
+	}
+	/* Let OpenSSL see the end: it tells close_notify from truncation
+	 * and finishes records still buffered. */
+	s->tls_io.eof = true;
+	x->eof = true;
+	relay_read_stop(x);
+	switch (s->state) {
+	case SESSION_HANDSHAKE:
+	case SESSION_RELAY:
+		process_input(x);
+		/* OpenSSL always reports the end; this is the safety net
+		 * should it ever not, so the backend still gets its FIN. */
+		if (s->state == SESSION_RELAY && !s->backend.want_fin)
+			relay_client_done(s, NULL);
+		break;
+	case SESSION_FLUSH:
+		check_done(s);
+		break;
+	default:
+		session_close(s, SESSION_END_CLIENT_CLOSED, NULL);
+		break;
+	}
+}
+
+static void
+on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+	struct side *x = stream->data;
+	struct session *s = x->session;
+
+	(void)buf;
+	assert(s->magic == SESSION_MAGIC);
+	if (s->state == SESSION_CLOSING)
+		return;
+	if (nread > 0) {
+		x->in->end += (size_t)nread;
+		x->bytes_in += (uint64_t)nread;
+		session_touch(s);
+		process_input(x);
+	} else if (nread == UV_EOF) {
+		release_input(x);
+		on_eof(x);
+	} else if (nread == UV_ENOBUFS) {
+		session_close(s, SESSION_END_NO_MEMORY, NULL);
+	} else if (nread < 0) {
+		side_error(x, (int)nread);
+	} else {
+		release_input(x);
+	}
+}
+
+int
+relay_read_start(struct side *x)
+{
+	int r;
+
+	if (x->reading || x->paused || x->eof || !x->open)
+		return 0;
+	r = uv_read_start(&x->h.stream, on_alloc, on_read);
+	if (r < 0) {
+		side_error(x, r);
+		return r;
+	}
+	x->reading = true;
+	return 0;
+}
+
+void
+relay_read_stop(struct side *x)
+{
+	if (x->reading)
+		(void)uv_read_stop(&x->h.stream);
+	x->reading = false;
+}
+
+static void
+on_shutdown(uv_shutdown_t *req, int status)
+{
+	struct side *x = req->data;
+	struct session *s = x->session;
+
+	/* ENOTCONN and friends: the peer is gone, which the reads report. */
+	(void)status;
+	if (session_release(s))
+		return;
+	check_done(s);
+}
+
+static void
+on_write(uv_write_t *req, int status)
+{
+	struct side *x = req->data;
+	struct session *s = x->session;
+	size_t written = x->writing;
+
+	x->writing = 0;
+	if (session_release(s))
+		return;
+	if (status < 0) {
+		side_error(x, status);
+		return;
+	}
+	x->bytes_out += written;
+	buf_queue_consume(&x->out, pool_of(x), written);
+	session_touch(s);
+	if (x->peer->paused && x->out.bytes <= RELAY_LOW_WATER) {
+		resume_reading(x->peer);
+		if (s->state == SESSION_CLOSING)
+			return;
+	}
+	relay_flush(x);
+	if (s->state != SESSION_CLOSING)
+		check_done(s);
+}
+
+void
+relay_flush(struct side *x)
+{
+	struct session *s = x->session;
+	struct buf_span spans[WRITE_SPANS];
+	uv_buf_t bufs[WRITE_SPANS];
+	size_t i, n, total;
+	int r;
+
+	if (!x->open || x->writing > 0)
+		return;
+	if (x->out.bytes == 0) {
+		if (x->want_fin && !x->fin_sent) {
+			x->fin_sent = true;
+			r = uv_shutdown(&x->shutdown_req, &x->h.stream,
+			    on_shutdown);
+			if (r == 0)
+				s->pending++;
+		}
+		return;
+	}
+	n = buf_queue_peek(&x->out, spans, WRITE_SPANS, &total);
+	for (i = 0; i < n; i++)
+		bufs[i] =
+		    uv_buf_init((char *)spans[i].base, (unsigned)spans[i].len);
+	r = uv_write(&x->write_req, &x->h.stream, bufs, (unsigned)n, on_write);
+	if (r < 0) {
+		side_error(x, r);
+		return;
+	}
+	x->writing = total;
+	s->pending++;
+}
+
+void
+relay_side_init(struct session *s, struct side *x, struct side *peer)
+{
+	x->session = s;
+	x->peer = peer;
+	x->h.handle.data = x;
+	x->write_req.data = x;
+	x->shutdown_req.data = x;
+}
+
+void
+relay_start(struct session *s)
+{
+	if (relay_read_start(&s->backend) < 0)
+		return;
+	if (relay_read_start(&s->client) < 0)
+		return;
+	/* Application data that came in with the client's Finished. */
+	process_input(&s->client);
+}

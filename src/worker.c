@@ -1,0 +1,297 @@
+/*
+ * Workers: one thread, one loop, its own listening sockets, its own chunk
+ * pool and sessions. Stopping goes: listeners closed, sessions drained up
+ * to drain_timeout (or ended at once on a second signal), then the last
+ * handles close and the loop returns.
+ *
+ * Must not: share anything mutable with other workers, or touch the loop
+ * from another thread (only worker_stop() is called from main, and it
+ * only stores the command and wakes the loop).
+ */
+#include "mailproxy/worker.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "mailproxy/log.h"
+#include "mailproxy/session.h"
+
+/* Idle chunks a worker keeps for reuse: 64 x 16 KiB = 1 MiB. */
+#define POOL_FREE_MAX 64
+
+static void
+on_connection(uv_stream_t *server, int status)
+{
+	struct worker_listener *l = server->data;
+	struct worker *w = l->worker;
+
+	assert(w->magic == WORKER_MAGIC);
+	if (status < 0) {
+		log_warnx("listener %s: accept failed: %s", l->conf->name,
+		    uv_strerror(status));
+		return;
+	}
+	session_accept(w, l, server);
+}
+
+static void
+on_listener_close(uv_handle_t *h)
+{
+	(void)h;
+}
+
+static void
+on_quiet_close(uv_handle_t *h)
+{
+	(void)h;
+}
+
+/* Once draining and empty, close the last handles; the loop then ends. */
+static void
+maybe_finish(struct worker *w)
+{
+	if (!w->draining || w->session_count > 0 || w->finishing)
+		return;
+	w->finishing = true;
+	uv_mutex_lock(&w->wakeup_lock);
+	w->wakeup_closed = true;
+	uv_close((uv_handle_t *)&w->wakeup, on_quiet_close);
+	uv_mutex_unlock(&w->wakeup_lock);
+	uv_close((uv_handle_t *)&w->drain_timer, on_quiet_close);
+}
+
+static void
+shutdown_sessions(struct worker *w)
+{
+	struct session *s, *next;
+
+	/* session_shutdown never frees synchronously: next stays valid. */
+	for (s = w->sessions; s != NULL; s = next) {
+		next = s->next;
+		session_shutdown(s);
+	}
+}
+
+static void
+on_drain_timer(uv_timer_t *t)
+{
+	struct worker *w = t->data;
+
+	if (w->session_count > 0)
+		log_info("worker %u: drain timeout, ending %zu sessions",
+		    w->index, w->session_count);
+	shutdown_sessions(w);
+}
+
+static void
+close_listeners(struct worker *w)
+{
+	size_t i, j;
+
+	for (i = 0; i < w->listener_count; i++)
+		for (j = 0; j < w->listeners[i].socket_count; j++)
+			uv_close((uv_handle_t *)&w->listeners[i].sockets[j],
+			    on_listener_close);
+}
+
+static void
+on_wakeup(uv_async_t *a)
+{
+	struct worker *w = a->data;
+	int cmd = atomic_load(&w->command);
+
+	if (cmd == WORKER_RUN || w->finishing)
+		return;
+	if (!w->draining) {
+		w->draining = true;
+		close_listeners(w);
+		if (cmd == WORKER_DRAIN && w->cfg->drain_timeout_ms > 0)
+			(void)uv_timer_start(&w->drain_timer, on_drain_timer,
+			    w->cfg->drain_timeout_ms, 0);
+	}
+	if (cmd == WORKER_STOP || w->cfg->drain_timeout_ms == 0) {
+		(void)uv_timer_stop(&w->drain_timer);
+		shutdown_sessions(w);
+	}
+	maybe_finish(w);
+}
+
+void
+worker_session_add(struct worker *w, struct session *s)
+{
+	s->prev = NULL;
+	s->next = w->sessions;
+	if (w->sessions != NULL)
+		w->sessions->prev = s;
+	w->sessions = s;
+	w->session_count++;
+}
+
+void
+worker_session_remove(struct worker *w, struct session *s)
+{
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		w->sessions = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	s->prev = s->next = NULL;
+	w->session_count--;
+	maybe_finish(w);
+}
+
+static int
+open_listeners(struct worker *w, SSL_CTX *const *ctxs, const int *fds,
+    size_t *used_out)
+{
+	const struct config *cfg = w->cfg;
+	size_t i, j, k = 0;
+	int r;
+
+	for (i = 0; i < cfg->listener_count; i++) {
+		const struct config_listener *conf = &cfg->listeners[i];
+		struct worker_listener *l = &w->listeners[i];
+
+		l->worker = w;
+		l->conf = conf;
+		l->ctx = ctxs[i];
+		l->server_name = config_listener_server_name(cfg, conf);
+		l->sockets = calloc(conf->listen_count, sizeof(*l->sockets));
+		if (l->sockets == NULL)
+			return UV_ENOMEM;
+		for (j = 0; j < conf->listen_count; j++, k++) {
+			uv_tcp_t *t = &l->sockets[j];
+
+			(void)uv_tcp_init(&w->loop, t);
+			l->socket_count++;
+			t->data = l;
+			r = uv_tcp_open(t, fds[k]);
+			if (r == 0) {
+				*used_out = k + 1; /* the handle owns it now */
+				r = uv_listen((uv_stream_t *)t, SOMAXCONN,
+				    on_connection);
+			}
+			if (r < 0) {
+				log_warnx("listener %s: %s: %s", conf->name,
+				    conf->listen[j].text, uv_strerror(r));
+				return r;
+			}
+		}
+	}
+	return 0;
+}
+
+static void
+worker_destroy(struct worker *w)
+{
+	size_t i;
+
+	for (i = 0; i < w->listener_count; i++)
+		free(w->listeners[i].sockets);
+	free(w->listeners);
+	buf_pool_destroy(&w->pool);
+	uv_mutex_destroy(&w->wakeup_lock);
+	config_unref(w->cfg);
+	w->magic = 0;
+	free(w);
+}
+
+/* Closes every handle of a worker that never ran, and runs the loop
+ * until they are gone. */
+static void
+abandon(struct worker *w)
+{
+	w->draining = true;
+	close_listeners(w);
+	maybe_finish(w);
+	(void)uv_run(&w->loop, UV_RUN_DEFAULT);
+	(void)uv_loop_close(&w->loop);
+	worker_destroy(w);
+}
+
+struct worker *
+worker_create(unsigned index, struct config *cfg, SSL_CTX *const *ctxs,
+    const int *fds, uv_async_t *done)
+{
+	size_t total = 0, used = 0, i;
+	struct worker *w;
+
+	for (i = 0; i < cfg->listener_count; i++)
+		total += cfg->listeners[i].listen_count;
+	w = calloc(1, sizeof(*w));
+	if (w == NULL || uv_loop_init(&w->loop) != 0) {
+		free(w);
+		goto fail_fds;
+	}
+	w->magic = WORKER_MAGIC;
+	w->index = index;
+	w->cfg = config_ref(cfg);
+	w->done = done;
+	atomic_init(&w->command, WORKER_RUN);
+	atomic_init(&w->finished, false);
+	buf_pool_init(&w->pool, POOL_FREE_MAX);
+	(void)uv_mutex_init(&w->wakeup_lock);
+	w->loop.data = w;
+	(void)uv_async_init(&w->loop, &w->wakeup, on_wakeup);
+	w->wakeup.data = w;
+	(void)uv_timer_init(&w->loop, &w->drain_timer);
+	w->drain_timer.data = w;
+	w->listeners = calloc(cfg->listener_count, sizeof(*w->listeners));
+	if (w->listeners == NULL) {
+		abandon(w);
+		goto fail_fds;
+	}
+	w->listener_count = cfg->listener_count;
+	if (open_listeners(w, ctxs, fds, &used) < 0) {
+		abandon(w);
+		for (i = used; i < total; i++)
+			(void)close(fds[i]);
+		return NULL;
+	}
+	return w;
+
+fail_fds:
+	log_warnx("worker %u: out of memory", index);
+	for (i = 0; i < total; i++)
+		(void)close(fds[i]);
+	return NULL;
+}
+
+static void
+worker_main(void *arg)
+{
+	struct worker *w = arg;
+
+	(void)uv_run(&w->loop, UV_RUN_DEFAULT);
+	if (uv_loop_close(&w->loop) != 0)
+		log_warnx("worker %u: handles left open at exit", w->index);
+	atomic_store(&w->finished, true);
+	uv_async_send(w->done);
+}
+
+int
+worker_start(struct worker *w)
+{
+	return uv_thread_create(&w->thread, worker_main, w);
+}
+
+void
+worker_stop(struct worker *w, bool now)
+{
+	atomic_store(&w->command, now ? WORKER_STOP : WORKER_DRAIN);
+	uv_mutex_lock(&w->wakeup_lock);
+	if (!w->wakeup_closed)
+		(void)uv_async_send(&w->wakeup);
+	uv_mutex_unlock(&w->wakeup_lock);
+}
+
+void
+worker_free(struct worker *w)
+{
+	if (w == NULL)
+		return;
+	(void)uv_thread_join(&w->thread);
+	worker_destroy(w);
+}
