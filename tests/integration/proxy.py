@@ -1,0 +1,258 @@
+"""Run the real mailproxy binary in front of a MailEnv, for one scenario.
+
+Mailproxy(env, ca, listeners=...) writes a config file into the
+environment's temporary directory, starts the binary named by
+$MAILPROXY_BIN (or build/mailproxy) in the foreground with its log on a
+file, and waits for its "started" line -- no probe connections, so the
+connection log holds only the test's own sessions.  stop() sends SIGTERM
+(or another signal), waits, and returns the exit status; the scenario
+asserts it is 0, which under ASan also means LeakSanitizer found nothing.
+
+Set MAILPROXY_VALGRIND=1 to run the binary under valgrind: any memory
+error or definite leak makes it exit 99 and the scenario fail.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import unittest
+
+import mailenv
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+START_TIMEOUT = 30
+STOP_TIMEOUT = 60
+
+_TEXT_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def binary():
+    return os.environ.get("MAILPROXY_BIN",
+                          os.path.join(ROOT, "build", "mailproxy"))
+
+
+def parse_line(line):
+    """One log line (text key=value or JSON) as a dict of strings/ints."""
+    line = line.rstrip("\n")
+    if line.startswith("{"):
+        return json.loads(line)
+    fields = {}
+    for key, value in _TEXT_FIELD.findall(line):
+        if value.startswith('"'):
+            value = value[1:-1]
+        elif value == "-":
+            value = None
+        fields[key] = value
+    return fields
+
+
+def listener_section(name, protocol, port, backend, extra=""):
+    return ("[listener %s]\nprotocol = %s\nlisten = 127.0.0.1:%d\n"
+            "backend = %s\n%s" % (name, protocol, port, backend, extra))
+
+
+class Mailproxy:
+    """The binary under test; a context manager that always stops it."""
+
+    def __init__(self, env, ca, listeners=None, global_extra="",
+                 tls_extra="", workers=2, log_format="text",
+                 raw_config=None, environ=None, log_file=None):
+        self.env = env
+        self.environ = dict(os.environ, **(environ or {}))
+        self.ca = ca
+        self.dir = env.tmp
+        self.config_path = os.path.join(self.dir, "mailproxy.ini")
+        # Where stderr goes; with log_file, mailproxy's own log is there
+        # instead and stderr holds only what comes before it is opened.
+        self.stderr_path = os.path.join(self.dir, "mailproxy.log")
+        self.log_path = log_file or self.stderr_path
+        if log_file:
+            global_extra += "log = %s\n" % log_file
+        self.proc = None
+        self.ports = {}
+        if raw_config is not None:
+            config = raw_config
+        else:
+            if listeners is None:
+                listeners = self.default_listeners()
+            parts = ["[global]\nworkers = %d\nlog_format = %s\n%s\n"
+                     % (workers, log_format, global_extra),
+                     "[tls]\ncertificate = %s\nkey = %s\n%s\n"
+                     % (ca.chain_pem, ca.key_pem, tls_extra)]
+            for name, (protocol, backend, extra) in listeners.items():
+                port = mailenv.free_port()
+                self.ports[name] = port
+                parts.append(listener_section(name, protocol, port, backend,
+                                              extra))
+            config = "\n".join(parts)
+        with open(self.config_path, "w") as f:
+            f.write(config)
+
+    def default_listeners(self):
+        env = self.env
+        return {
+            "imaps": ("imap", "127.0.0.1:%d" % env.imap_port, ""),
+            "pop3s": ("pop3", "127.0.0.1:%d" % env.pop3_port, ""),
+            "smtps": ("smtp", "127.0.0.1:%d" % env.smtp_port, ""),
+        }
+
+    def argv(self):
+        argv = [binary(), "-c", self.config_path]
+        if os.environ.get("MAILPROXY_VALGRIND") == "1":
+            argv = ["valgrind", "-q", "--error-exitcode=99",
+                    "--leak-check=full",
+                    "--errors-for-leak-kinds=definite,indirect"] + argv
+        return argv
+
+    def start(self):
+        self.log = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(
+            self.argv(), stdin=subprocess.DEVNULL, stdout=self.log,
+            stderr=subprocess.STDOUT, env=self.environ,
+            preexec_fn=mailenv._child_setup)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.log.close()
+                with open(self.stderr_path, "rb") as f:
+                    stderr = f.read().decode("utf-8", "replace")
+                raise RuntimeError("mailproxy exited with %d at start:\n%s%s"
+                                   % (self.proc.returncode, stderr,
+                                      self.log_text()))
+            if re.search(r"mailproxy \S+ started", self.log_text()):
+                return self
+            time.sleep(0.02)
+        raise RuntimeError("mailproxy did not start:\n" + self.log_text())
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            sys.stderr.write("--- mailproxy log ---\n%s\n" % self.log_text())
+        self.stop()
+        return False
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def send_signal(self, signum):
+        self.proc.send_signal(signum)
+
+    def stop(self, signum=signal.SIGTERM, timeout=STOP_TIMEOUT):
+        """Stops the process (if running) and returns its exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+    def wait_exit(self, timeout=STOP_TIMEOUT):
+        return self.proc.wait(timeout)
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def lines(self):
+        return [parse_line(l) for l in self.log_text().splitlines() if l]
+
+    def sessions(self, event="close", **match):
+        """Connection log lines of one event whose fields equal match."""
+        found = []
+        for fields in self.lines():
+            if fields.get("event") != event:
+                continue
+            if all(str(fields.get(k)) == str(v) for k, v in match.items()):
+                found.append(fields)
+        return found
+
+    def wait_sessions(self, count, timeout=30, **match):
+        """Waits until at least count matching close lines are logged."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.sessions(**match)
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.02)
+
+    def wait_log(self, text, timeout=30):
+        """Waits until text appears in the log; returns whether it did."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log_text():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def port(self, name):
+        return self.ports[name]
+
+    def rss_kb(self, field="VmRSS"):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        raise RuntimeError("no %s" % field)
+
+
+def tls_connect(ca, port, server_hostname="localhost", timeout=30):
+    """A raw TLS socket to a mailproxy listener, verified against ca."""
+    ctx = ca.client_context()
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return ctx.wrap_socket(raw, server_hostname=server_hostname)
+
+
+def recv_until_closed(sock, limit=1 << 20):
+    """Everything sock delivers until EOF (or an error ends it)."""
+    data = b""
+    while len(data) < limit:
+        try:
+            chunk = sock.recv(65536)
+        except (ssl.SSLError, ConnectionResetError, OSError):
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+class ProxyTestCase(mailenv.DumpLogsOnFailure, unittest.TestCase):
+    """One MailEnv and one CA for the whole scenario file."""
+
+    env_options = {}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.env = mailenv.MailEnv(**cls.env_options).start()
+        cls.mail_envs = [cls.env]
+        cls.ca = mailenv.TestCA(os.path.join(cls.env.tmp, "ca"))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.env.stop()
+
+    def proxy(self, **kwargs):
+        return Mailproxy(self.env, self.ca, **kwargs)
+
+    def assertStopsCleanly(self, mp, signum=signal.SIGTERM):
+        status = mp.stop(signum)
+        self.assertEqual(status, 0, "mailproxy exit status %s; log:\n%s"
+                         % (status, mp.log_text()))

@@ -1,0 +1,97 @@
+"""IMAPS (993): real Dovecot behind mailproxy, real clients in front.
+
+Python's IMAP4_SSL and curl log in, list, and fetch a 5 MB message; what
+they get must equal, byte for byte, what Dovecot serves directly. Each
+session leaves exactly one log line with the TLS facts and byte counts.
+"""
+
+import imaplib
+import subprocess
+import unittest
+
+import mailenv
+from proxy import ProxyTestCase
+
+BIG = 5 * 1024 * 1024
+
+
+class ImapsTest(ProxyTestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.message = mailenv.make_message(BIG, "five megabytes")
+        cls.env.seed_message(cls.message)
+        cls.small = mailenv.make_message(2000, "small one")
+        cls.env.seed_message(cls.small)
+
+    def direct_fetch(self):
+        imap = self.env.imap_login()
+        imap.select("INBOX", readonly=True)
+        typ, data = imap.fetch(b"1:*", "(BODY.PEEK[])")
+        imap.logout()
+        return [part[1] for part in data if isinstance(part, tuple)]
+
+    def test_imaplib_login_list_fetch_byte_exact(self):
+        expected = self.direct_fetch()
+        self.assertEqual(sorted(expected, key=len),
+                         sorted([mailenv.to_crlf(self.message),
+                                 mailenv.to_crlf(self.small)], key=len))
+        with self.proxy() as mp:
+            ctx = self.ca.client_context()
+            imap = imaplib.IMAP4_SSL("localhost", mp.port("imaps"),
+                                     ssl_context=ctx, timeout=60)
+            self.assertIn(b"Dovecot", imap.welcome)
+            imap.login(self.env.user, self.env.password)
+            typ, boxes = imap.list()
+            self.assertEqual(typ, "OK")
+            self.assertTrue(any(b"INBOX" in b for b in boxes))
+            imap.select("INBOX", readonly=True)
+            typ, data = imap.fetch(b"1:*", "(BODY.PEEK[])")
+            self.assertEqual(typ, "OK")
+            got = [part[1] for part in data if isinstance(part, tuple)]
+            self.assertEqual(got, expected)
+            cipher = imap.sock.cipher()
+            imap.logout()
+            self.assertStopsCleanly(mp)
+
+        lines = mp.sessions()
+        self.assertEqual(len(lines), 1, mp.log_text())
+        line = lines[0]
+        self.assertEqual(line["listener"], "imaps")
+        self.assertEqual(line["proto"], "imap")
+        self.assertEqual(line["tls"], "TLSv1.3")
+        self.assertEqual(line["cipher"], cipher[0])
+        self.assertEqual(line["sni"], "localhost")
+        self.assertEqual(line["resumed"], "no")
+        self.assertRegex(line["client"], r"^127\.0\.0\.1:\d+$")
+        self.assertEqual(line["local"], "127.0.0.1:%d" % mp.port("imaps"))
+        self.assertEqual(line["backend"], "127.0.0.1:%d" % self.env.imap_port)
+        # LOGOUT: Dovecot says BYE and closes first.
+        self.assertEqual(line["end"], "backend_closed")
+        self.assertEqual(line["state"], "relay")
+        self.assertIsNone(line["error"])
+        # What the backend sent reached the client inside TLS, so the
+        # client side carries at least as many bytes, and the
+        # plaintext totals exceed the message itself.
+        backend_in = int(line["backend_in"])
+        self.assertGreater(backend_in, BIG)
+        self.assertGreater(int(line["client_out"]), backend_in)
+        self.assertGreater(int(line["client_in"]), int(line["backend_out"]))
+        self.assertRegex(line["duration"], r"^\d+\.\d{3}$")
+
+    def test_curl_imaps_fetch_byte_exact(self):
+        with self.proxy() as mp:
+            url = "imaps://localhost:%d/INBOX;UID=1" % mp.port("imaps")
+            out = subprocess.run(
+                ["curl", "-sS", "--cacert", self.ca.ca_pem, "-u",
+                 "%s:%s" % (self.env.user, self.env.password), url],
+                capture_output=True, timeout=120)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertEqual(out.stdout, mailenv.to_crlf(self.message))
+            self.assertStopsCleanly(mp)
+        self.assertEqual(len(mp.sessions()), 1, mp.log_text())
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,65 @@
+"""POP3S (995): Python's POP3_SSL and curl retrieve a 5 MB message through
+mailproxy from a real Dovecot, line for line and byte for byte.
+"""
+
+import poplib
+import subprocess
+import unittest
+
+import mailenv
+from proxy import ProxyTestCase
+
+BIG = 5 * 1024 * 1024
+
+
+class Pop3sTest(ProxyTestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.message = mailenv.make_message(BIG, "five megabytes pop")
+        cls.env.seed_message(cls.message)
+
+    def test_poplib_login_list_retr_exact(self):
+        direct = self.env.pop3_login()
+        _, direct_lines, _ = direct.retr(1)
+        direct.quit()
+        with self.proxy() as mp:
+            pop = poplib.POP3_SSL("localhost", mp.port("pop3s"),
+                                  context=self.ca.client_context(),
+                                  timeout=60)
+            self.assertTrue(pop.getwelcome().startswith(b"+OK"))
+            pop.user(self.env.user)
+            pop.pass_(self.env.password)
+            count, size = pop.stat()
+            self.assertEqual(count, 1)
+            self.assertEqual(size, len(mailenv.to_crlf(self.message)))
+            resp, lines, octets = pop.retr(1)
+            self.assertTrue(resp.startswith(b"+OK"))
+            self.assertEqual(lines, direct_lines)
+            # poplib undoes dot-stuffing and splits on CRLF.
+            self.assertEqual(b"\r\n".join(lines) + b"\r\n",
+                             mailenv.to_crlf(self.message))
+            pop.quit()
+            self.assertStopsCleanly(mp)
+        line, = mp.sessions()
+        self.assertEqual(line["proto"], "pop3")
+        self.assertEqual(line["listener"], "pop3s")
+        self.assertEqual(line["end"], "backend_closed")
+        self.assertGreater(int(line["backend_in"]), BIG)
+
+    def test_curl_pop3s_retr_exact(self):
+        with self.proxy() as mp:
+            url = "pop3s://localhost:%d/1" % mp.port("pop3s")
+            out = subprocess.run(
+                ["curl", "-sS", "--cacert", self.ca.ca_pem, "-u",
+                 "%s:%s" % (self.env.user, self.env.password), url],
+                capture_output=True, timeout=120)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertEqual(out.stdout, mailenv.to_crlf(self.message))
+            self.assertStopsCleanly(mp)
+        self.assertEqual(len(mp.sessions()), 1, mp.log_text())
+
+
+if __name__ == "__main__":
+    unittest.main()
