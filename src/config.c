@@ -1140,6 +1140,31 @@ config_load(const char *path, char **errors_out)
 	return cfg;
 }
 
+const char *
+config_key_name(size_t i, const char **section_out)
+{
+	static const struct {
+		const char *name;
+		const struct option *table;
+	} sections[] = {
+	    {"global", global_options},
+	    {"tls", tls_options},
+	    {"listener", listener_options},
+	};
+	size_t s, n;
+
+	for (s = 0; s < sizeof(sections) / sizeof(sections[0]); s++) {
+		for (n = 0; sections[s].table[n].name != NULL; n++)
+			;
+		if (i < n) {
+			*section_out = sections[s].name;
+			return sections[s].table[i].name;
+		}
+		i -= n;
+	}
+	return NULL;
+}
+
 struct config *
 config_ref(struct config *cfg)
 {

@@ -156,6 +156,13 @@ const char *config_listener_server_name(const struct config *cfg,
     const struct config_listener *l);
 
 /*
+ * The i-th key mailproxy knows, from 0, with its section ("global", "tls"
+ * or "listener") in *section_out; NULL past the last. Static strings. For
+ * checks that the documentation lists every key.
+ */
+const char *config_key_name(size_t i, const char **section_out);
+
+/*
  * Parsers shared with the tests. Each returns 0 or ERROR_SYNTAX /
  * ERROR_RANGE and never allocates.
  */

@@ -482,6 +482,80 @@ test_config_parse_addr_cases(void **state)
 	}
 }
 
+static char *
+slurp(const char *file)
+{
+	FILE *f = fopen(file, "r");
+	char *text;
+	long len;
+
+	assert_non_null(f);
+	assert_int_equal(fseek(f, 0, SEEK_END), 0);
+	len = ftell(f);
+	rewind(f);
+	text = malloc((size_t)len + 1);
+	assert_non_null(text);
+	assert_int_equal(fread(text, 1, (size_t)len, f), (size_t)len);
+	text[len] = '\0';
+	(void)fclose(f);
+	return text;
+}
+
+/* A README table row names the key first, alone or in a list
+ * ("| user, group |"). */
+static bool
+in_readme_table(const char *readme, const char *name)
+{
+	static const struct {
+		const char *before, *after;
+	} forms[] = {{"| ", " |"}, {"| ", ","}, {", ", " |"}};
+	char want[128];
+	size_t i;
+
+	for (i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+		(void)snprintf(want, sizeof(want), "%s%s%s", forms[i].before,
+		    name, forms[i].after);
+		if (strstr(readme, want) != NULL)
+			return true;
+	}
+	return false;
+}
+
+/* The option tables are the source; the README's reference and the
+ * example file must name every key (STYLE.md §9). */
+static void
+test_config_keys_are_documented(void **state)
+{
+	char *readme = slurp(SOURCE_DIR "/README.md");
+	char *example = slurp(SOURCE_DIR "/etc/mailproxy.ini");
+	char want[128];
+	const char *name, *section;
+	size_t i, missing = 0;
+
+	(void)state;
+	for (i = 0; (name = config_key_name(i, &section)) != NULL; i++) {
+		if (!in_readme_table(readme, name)) {
+			print_error("README.md: [%s] %s is not in a table\n",
+			    section, name);
+			missing++;
+		}
+		(void)snprintf(want, sizeof(want), "\n%s = ", name);
+		if (strstr(example, want) == NULL) {
+			(void)snprintf(want, sizeof(want), "\n;%s = ", name);
+			if (strstr(example, want) == NULL) {
+				print_error("etc/mailproxy.ini: [%s] %s is "
+				            "missing\n",
+				    section, name);
+				missing++;
+			}
+		}
+	}
+	assert_true(i > 20);
+	assert_int_equal(missing, 0);
+	free(readme);
+	free(example);
+}
+
 int
 main(void)
 {
@@ -495,6 +569,7 @@ main(void)
 	    cmocka_unit_test(test_config_load_defaults),
 	    cmocka_unit_test(test_config_parse_duration_cases),
 	    cmocka_unit_test(test_config_parse_addr_cases),
+	    cmocka_unit_test(test_config_keys_are_documented),
 	};
 	int r;
 
