@@ -32,6 +32,18 @@ STOP_TIMEOUT = 60
 
 _TEXT_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
 
+# After LOGOUT or QUIT the backend says goodbye and closes, while the
+# client, having read it, closes too: either EOF may reach mailproxy
+# first, and Python's clients close without close_notify.
+NORMAL_ENDS = ("backend_closed", "client_closed")
+NORMAL_ERRORS = (None, "unexpected eof while reading")
+
+
+def is_normal_end(line):
+    """A relayed session that ended because one side closed."""
+    return (line.get("end") in NORMAL_ENDS and line.get("state") == "relay"
+            and line.get("error") in NORMAL_ERRORS)
+
 
 def binary():
     return os.environ.get("MAILPROXY_BIN",
@@ -184,6 +196,10 @@ class Mailproxy:
                 found.append(fields)
         return found
 
+    def normal_sessions(self, **match):
+        """Close lines of sessions that ended normally (is_normal_end)."""
+        return [l for l in self.sessions(**match) if is_normal_end(l)]
+
     def wait_sessions(self, count, timeout=30, **match):
         """Waits until at least count matching close lines are logged."""
         deadline = time.monotonic() + timeout
@@ -251,6 +267,9 @@ class ProxyTestCase(mailenv.DumpLogsOnFailure, unittest.TestCase):
 
     def proxy(self, **kwargs):
         return Mailproxy(self.env, self.ca, **kwargs)
+
+    def assertNormalEnd(self, line):
+        self.assertTrue(is_normal_end(line), line)
 
     def assertStopsCleanly(self, mp, signum=signal.SIGTERM):
         status = mp.stop(signum)

@@ -76,7 +76,7 @@ class BackendDownTest(ProxyTestCase):
             imap.login(self.env.user, self.env.password)
             imap.logout()
             self.assertStopsCleanly(mp)
-        self.assertEqual(len(mp.sessions(end="backend_closed")), 1)
+        self.assertEqual(len(mp.normal_sessions()), 1)
 
 
 if __name__ == "__main__":

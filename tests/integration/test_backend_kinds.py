@@ -41,7 +41,7 @@ class BackendKindsTest(ProxyTestCase):
             self.assertStopsCleanly(mp)
         line, = mp.sessions()
         self.assertEqual(line["backend"], "localhost:%d" % self.env.imap_port)
-        self.assertEqual(line["end"], "backend_closed")
+        self.assertNormalEnd(line)
         self.assertEqual(line["id"].split("-")[1], "0")
 
     def test_unresolvable_backend_says_unavailable(self):
@@ -77,7 +77,7 @@ class BackendKindsTest(ProxyTestCase):
             self.assertStopsCleanly(mp)
         line, = mp.sessions()
         self.assertEqual(line["backend"], "unix:" + path)
-        self.assertIn(line["end"], ("backend_closed", "client_closed"))
+        self.assertNormalEnd(line)
 
     def test_ipv6_listener(self):
         port = mailenv.free_port()

@@ -96,7 +96,7 @@ class CliTest(ProxyTestCase):
         self.assertEqual(events[0]["id"], events[1]["id"])
         self.assertIsNone(events[0]["end"])
         self.assertIsInstance(events[1]["client_in"], int)
-        self.assertEqual(events[1]["end"], "backend_closed")
+        self.assertNormalEnd(events[1])
 
     def test_log_file_reopened_on_sigusr1(self):
         log = os.path.join(self.env.tmp, "sessions.log")
@@ -128,7 +128,7 @@ class CliTest(ProxyTestCase):
             self.login_logout(mp)
             self.assertStopsCleanly(mp)
         self.assertIn("running as user nobody", mp.log_text())
-        self.assertEqual(len(mp.sessions(end="backend_closed")), 1)
+        self.assertEqual(len(mp.normal_sessions()), 1)
 
     def test_sighup_is_harmless(self):
         with self.proxy() as mp:

@@ -45,7 +45,7 @@ class Pop3sTest(ProxyTestCase):
         line, = mp.sessions()
         self.assertEqual(line["proto"], "pop3")
         self.assertEqual(line["listener"], "pop3s")
-        self.assertEqual(line["end"], "backend_closed")
+        self.assertNormalEnd(line)
         self.assertGreater(int(line["backend_in"]), BIG)
 
     def test_curl_pop3s_retr_exact(self):

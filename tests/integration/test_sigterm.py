@@ -77,7 +77,7 @@ class SigtermTest(ProxyTestCase):
         shut = mp.sessions(end="shutdown")
         self.assertEqual(len(shut), 1, mp.log_text())
         self.assertEqual(shut[0]["state"], "relay")
-        self.assertEqual(len(mp.sessions(end="backend_closed")), 1)
+        self.assertEqual(len(mp.normal_sessions()), 1)
 
     def test_second_signal_ends_sessions_now(self):
         mp = self.proxy(global_extra="drain_timeout = 1h\n").start()

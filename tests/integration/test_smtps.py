@@ -58,7 +58,7 @@ class SmtpsTest(ProxyTestCase):
             self.assertStopsCleanly(mp)
         smtp_line, = mp.sessions(listener="smtps")
         self.assertEqual(smtp_line["proto"], "smtp")
-        self.assertEqual(smtp_line["end"], "backend_closed")
+        self.assertNormalEnd(smtp_line)
         self.assertGreater(int(smtp_line["backend_out"]), len(message))
         self.assertEqual(len(mp.sessions(listener="imaps")), 1)
 
