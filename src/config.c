@@ -1179,32 +1179,30 @@ config_unref(struct config *cfg)
 		config_free(cfg);
 }
 
+/* A listener's own value when it has one, else the [tls] default. */
+static const char *
+pick(const char *own, const struct config_loc *own_loc, const char *dflt,
+    const struct config_loc *dflt_loc, struct config_loc *loc_out)
+{
+	if (loc_out != NULL)
+		*loc_out = own != NULL ? *own_loc : *dflt_loc;
+	return own != NULL ? own : dflt;
+}
+
 const char *
 config_listener_certificate(const struct config *cfg,
     const struct config_listener *l, struct config_loc *loc_out)
 {
-	if (l->certificate != NULL) {
-		if (loc_out != NULL)
-			*loc_out = l->certificate_loc;
-		return l->certificate;
-	}
-	if (loc_out != NULL)
-		*loc_out = cfg->tls.certificate_loc;
-	return cfg->tls.certificate;
+	return pick(l->certificate, &l->certificate_loc, cfg->tls.certificate,
+	    &cfg->tls.certificate_loc, loc_out);
 }
 
 const char *
 config_listener_key(const struct config *cfg, const struct config_listener *l,
     struct config_loc *loc_out)
 {
-	if (l->key != NULL) {
-		if (loc_out != NULL)
-			*loc_out = l->key_loc;
-		return l->key;
-	}
-	if (loc_out != NULL)
-		*loc_out = cfg->tls.key_loc;
-	return cfg->tls.key;
+	return pick(l->key, &l->key_loc, cfg->tls.key, &cfg->tls.key_loc,
+	    loc_out);
 }
 
 const char *

@@ -359,6 +359,23 @@ on_backend_connect(uv_connect_t *req, int status)
 	relay_start(s);
 }
 
+/* The backend handle was just initialised: the session owns it now. */
+static void
+adopt_backend_handle(struct session *s)
+{
+	s->backend.open = true;
+	s->backend.h.handle.data = &s->backend;
+	s->pending++;
+}
+
+/* A connect request is in flight and will call back. */
+static void
+connecting(struct session *s)
+{
+	s->pending++;
+	set_state(s, SESSION_CONNECT);
+}
+
 static void
 start_tcp_connect(struct session *s, const struct sockaddr *sa)
 {
@@ -370,16 +387,13 @@ start_tcp_connect(struct session *s, const struct sockaddr *sa)
 		connect_failed(s, r);
 		return;
 	}
-	b->open = true;
-	s->pending++;
-	b->h.handle.data = b;
+	adopt_backend_handle(s);
 	r = uv_tcp_connect(&s->connect_req, &b->h.tcp, sa, on_backend_connect);
 	if (r < 0) {
 		connect_failed(s, r);
 		return;
 	}
-	s->pending++;
-	set_state(s, SESSION_CONNECT);
+	connecting(s);
 }
 
 static void
@@ -448,13 +462,10 @@ connect_backend(struct session *s)
 			connect_failed(s, r);
 			return;
 		}
-		b->open = true;
-		s->pending++;
-		b->h.handle.data = b;
+		adopt_backend_handle(s);
 		uv_pipe_connect(&s->connect_req, &b->h.pipe, be->path,
 		    on_backend_connect);
-		s->pending++;
-		set_state(s, SESSION_CONNECT);
+		connecting(s);
 		return;
 	case CONFIG_BACKEND_HOST:
 		break;

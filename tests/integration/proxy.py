@@ -268,6 +268,15 @@ class ProxyTestCase(mailenv.DumpLogsOnFailure, unittest.TestCase):
     def proxy(self, **kwargs):
         return Mailproxy(self.env, self.ca, **kwargs)
 
+    def curl(self, url, *args, login=True, data=None):
+        """curl against a listener, trusting the test CA; returns the
+        finished process (stdout bytes)."""
+        cmd = ["curl", "-sS", "--cacert", self.ca.ca_pem]
+        if login:
+            cmd += ["-u", "%s:%s" % (self.env.user, self.env.password)]
+        return subprocess.run(cmd + list(args) + [url], input=data,
+                              capture_output=True, timeout=120)
+
     def assertNormalEnd(self, line):
         self.assertTrue(is_normal_end(line), line)
 

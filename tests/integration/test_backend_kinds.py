@@ -7,7 +7,6 @@ import email.utils
 import imaplib
 import os
 import smtplib
-import subprocess
 import unittest
 
 import mailenv
@@ -87,11 +86,7 @@ class BackendKindsTest(ProxyTestCase):
                   % (self.ca.chain_pem, self.ca.key_pem, port,
                      self.env.imap_port))
         with Mailproxy(self.env, self.ca, raw_config=config) as mp:
-            out = subprocess.run(
-                ["curl", "-sS", "--cacert", self.ca.ca_pem, "-u",
-                 "%s:%s" % (self.env.user, self.env.password),
-                 "imaps://[::1]:%d/" % port],
-                capture_output=True, timeout=60)
+            out = self.curl("imaps://[::1]:%d/" % port)
             self.assertEqual(out.returncode, 0, out.stderr)
             self.assertIn(b"INBOX", out.stdout)
             self.assertStopsCleanly(mp)

@@ -13,7 +13,7 @@ import subprocess
 import unittest
 
 import mailenv
-from proxy import Mailproxy, ProxyTestCase, binary
+from proxy import ProxyTestCase, binary
 
 
 class CliTest(ProxyTestCase):

@@ -6,7 +6,6 @@ session leaves exactly one log line with the TLS facts and byte counts.
 """
 
 import imaplib
-import subprocess
 import unittest
 
 import mailenv
@@ -79,11 +78,8 @@ class ImapsTest(ProxyTestCase):
 
     def test_curl_imaps_fetch_byte_exact(self):
         with self.proxy() as mp:
-            url = "imaps://localhost:%d/INBOX;UID=1" % mp.port("imaps")
-            out = subprocess.run(
-                ["curl", "-sS", "--cacert", self.ca.ca_pem, "-u",
-                 "%s:%s" % (self.env.user, self.env.password), url],
-                capture_output=True, timeout=120)
+            out = self.curl("imaps://localhost:%d/INBOX;UID=1"
+                            % mp.port("imaps"))
             self.assertEqual(out.returncode, 0, out.stderr)
             self.assertEqual(out.stdout, mailenv.to_crlf(self.message))
             self.assertStopsCleanly(mp)

@@ -3,7 +3,6 @@ mailproxy from a real Dovecot, line for line and byte for byte.
 """
 
 import poplib
-import subprocess
 import unittest
 
 import mailenv
@@ -50,11 +49,7 @@ class Pop3sTest(ProxyTestCase):
 
     def test_curl_pop3s_retr_exact(self):
         with self.proxy() as mp:
-            url = "pop3s://localhost:%d/1" % mp.port("pop3s")
-            out = subprocess.run(
-                ["curl", "-sS", "--cacert", self.ca.ca_pem, "-u",
-                 "%s:%s" % (self.env.user, self.env.password), url],
-                capture_output=True, timeout=120)
+            out = self.curl("pop3s://localhost:%d/1" % mp.port("pop3s"))
             self.assertEqual(out.returncode, 0, out.stderr)
             self.assertEqual(out.stdout, mailenv.to_crlf(self.message))
             self.assertStopsCleanly(mp)

@@ -5,9 +5,7 @@ mailproxy's IMAPS listener byte for byte (Python smtplib and curl).
 
 import email.utils
 import imaplib
-import os
 import smtplib
-import subprocess
 import tempfile
 import unittest
 
@@ -70,12 +68,10 @@ class SmtpsTest(ProxyTestCase):
             f.write(message)
             f.flush()
             with self.proxy() as mp:
-                out = subprocess.run(
-                    ["curl", "-sS", "--cacert", self.ca.ca_pem,
-                     "--mail-from", "carol@example.org",
-                     "--mail-rcpt", self.env.address, "--upload-file",
-                     f.name, "smtps://localhost:%d" % mp.port("smtps")],
-                    capture_output=True, timeout=120)
+                out = self.curl("smtps://localhost:%d" % mp.port("smtps"),
+                                "--mail-from", "carol@example.org",
+                                "--mail-rcpt", self.env.address,
+                                "--upload-file", f.name, login=False)
                 self.assertEqual(out.returncode, 0, out.stderr)
                 path = self.env.wait_for_delivery(subject)
                 self.assertStopsCleanly(mp)
