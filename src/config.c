@@ -127,6 +127,8 @@ static const struct option listener_options[] = {
         SEC(3600)),
     OPT_TIME(config_listener, "timeout_idle", timeout_idle_ms, SEC(1),
         SEC(86400)),
+    OPT_TIME(config_listener, "timeout_linger", timeout_linger_ms, 100,
+        SEC(86400)),
     {NULL, 0, 0, 0, NULL, 0, 0},
 };
 
@@ -161,6 +163,8 @@ struct loader {
 	bool have_prev_key; /* inih's prev_name is set */
 	bool continuation;  /* the current line continues the previous key */
 	bool line_reported; /* this line's syntax error is already reported */
+	bool skip_continuation; /* the key line was refused: so are its
+	                         * indented lines, without more errors */
 	unsigned syntax_errors;
 	enum section_kind section;
 	struct config_listener *listener; /* SECTION_LISTENER */
@@ -576,8 +580,12 @@ apply_option(struct loader *ld, const struct option *opt, void *base,
 		loc->line = ld->lineno;
 	}
 	switch (opt->type) {
-	case OPT_STRING:
 	case OPT_LIST:
+		/* "ciphers =" may be followed by the items, one per indented
+		 * line; validate() refuses a list that stays empty. */
+		(void)set_string(ld, (char **)field, value);
+		return;
+	case OPT_STRING:
 		if (value[0] == '\0') {
 			error_at(ld, ld->lineno, "%s: empty value", opt->name);
 			return;
@@ -685,12 +693,15 @@ on_ini_value(void *user, const char *section, const char *name,
 	size_t index;
 
 	(void)section; /* the reader tracked it, with the line number */
+	if (ld->continuation && ld->skip_continuation)
+		return 1;
 	switch (ld->section) {
 	case SECTION_NONE:
 		error_at(ld, ld->lineno,
 		    "'%s' is outside any section ([global], [tls] or "
 		    "[listener NAME])",
 		    name);
+		ld->skip_continuation = true;
 		return 1;
 	case SECTION_UNKNOWN:
 		return 1;
@@ -717,6 +728,7 @@ on_ini_value(void *user, const char *section, const char *name,
 	opt = find_option(table, name, &index);
 	if (opt == NULL) {
 		error_at(ld, ld->lineno, "unknown key '%s' in %s", name, where);
+		ld->skip_continuation = true;
 		return 1;
 	}
 	if (ld->continuation) {
@@ -735,6 +747,7 @@ on_ini_value(void *user, const char *section, const char *name,
 	if ((*set & (UINT64_C(1) << index)) != 0 && opt->type != OPT_LISTEN) {
 		error_at(ld, ld->lineno, "'%s' is set twice in this section",
 		    name);
+		ld->skip_continuation = true;
 		return 1;
 	}
 	*set |= UINT64_C(1) << index;
@@ -872,6 +885,7 @@ read_line(char *str, int num, void *stream)
 	if (strlen(ld->line) != len) {
 		error_at(ld, ld->lineno, "NUL byte in line");
 		ld->syntax_errors++;
+		ld->skip_continuation = true;
 		str[0] = '\0';
 		return str;
 	}
@@ -882,6 +896,7 @@ read_line(char *str, int num, void *stream)
 		    "indented lines",
 		    num - 3);
 		ld->syntax_errors++;
+		ld->skip_continuation = true;
 		str[0] = '\0';
 		return str;
 	}
@@ -902,6 +917,7 @@ read_line(char *str, int num, void *stream)
 	}
 	if (*start == '[') {
 		ld->have_prev_key = false;
+		ld->skip_continuation = false;
 		enter_section(ld, start);
 		if (ld->line_reported)
 			ld->syntax_errors++;
@@ -911,9 +927,11 @@ read_line(char *str, int num, void *stream)
 		error_at(ld, ld->lineno,
 		    "expected 'key = value' or a [section] header");
 		ld->syntax_errors++;
+		ld->skip_continuation = true;
 		return str;
 	}
 	ld->have_prev_key = true;
+	ld->skip_continuation = false;
 	return str;
 }
 
@@ -982,6 +1000,8 @@ validate_listener(struct loader *ld, struct config_listener *l, size_t index)
 		l->timeout_connect_ms = cfg->timeout_connect_ms;
 	if (!is_set(t, l->set, "timeout_idle"))
 		l->timeout_idle_ms = proto_default_idle_ms(l->protocol);
+	if (!is_set(t, l->set, "timeout_linger"))
+		l->timeout_linger_ms = SEC(30);
 
 	/* Two sockets on one address would split its connections. */
 	for (j = 0; j < l->listen_count; j++) {
@@ -1014,6 +1034,11 @@ validate(struct loader *ld)
 	if (cfg->listener_count == 0)
 		error_at(ld, 0,
 		    "no [listener NAME] section: nothing to listen on");
+	if (cfg->tls.ciphers != NULL && cfg->tls.ciphers[0] == '\0')
+		error_at(ld, cfg->tls.ciphers_loc.line, "ciphers: empty value");
+	if (cfg->tls.ciphersuites != NULL && cfg->tls.ciphersuites[0] == '\0')
+		error_at(ld, cfg->tls.ciphersuites_loc.line,
+		    "ciphersuites: empty value");
 	if (cfg->group != NULL && cfg->user == NULL)
 		error_at(ld, 0, "[global]: 'group' is set without 'user'");
 	if (cfg->user != NULL && getpwnam(cfg->user) == NULL)
@@ -1128,11 +1153,10 @@ config_load(const char *path, char **errors_out)
 		validate(&ld);
 	}
 	if (ld.errors.len > 0 || ld.errors.oom) {
-		if (errors_out != NULL)
-			*errors_out = ld.errors.oom ? NULL : ld.errors.text;
+		/* Out of memory, the text is incomplete: none is given. */
+		if (errors_out != NULL && !ld.errors.oom)
+			*errors_out = ld.errors.text;
 		else
-			free(ld.errors.text);
-		if (ld.errors.oom)
 			free(ld.errors.text);
 		config_free(cfg);
 		return NULL;

@@ -316,7 +316,7 @@ static int
 run(struct app *app)
 {
 	struct config *cfg = app->cfg;
-	size_t total = 0, i;
+	size_t total = 0, i, j;
 	unsigned n, started = 0;
 	int r, **fds;
 
@@ -356,14 +356,20 @@ run(struct app *app)
 	app->worker_count = n;
 	for (i = 0; i < n; i++) {
 		r = worker_start(app->workers[i]);
-		if (r < 0)
-			fatalx("cannot start worker %zu: %s", i,
+		if (r < 0) {
+			/* Threads already running must not see exit(). */
+			log_warnx("cannot start worker %zu: %s", i,
 			    uv_strerror(r));
+			for (j = 0; j < i; j++)
+				worker_stop(app->workers[j], true);
+			for (j = 0; j < n; j++)
+				worker_free(app->workers[j]);
+			exit(1);
+		}
 		started++;
 	}
 	for (i = 0; i < cfg->listener_count; i++) {
 		const struct config_listener *l = &cfg->listeners[i];
-		size_t j;
 
 		for (j = 0; j < l->listen_count; j++)
 			log_info("listener %s: %s, %s TLS, on %s, backend %s",

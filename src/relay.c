@@ -263,6 +263,7 @@ backend_done(struct session *s)
 		ERR_clear_error();
 	}
 	c->want_fin = true;
+	session_linger(s);
 	relay_flush(c);
 	if (s->state != SESSION_CLOSING)
 		check_done(s);
@@ -284,6 +285,7 @@ relay_client_done(struct session *s, const char *error)
 		return;
 	}
 	b->want_fin = true;
+	session_linger(s);
 	relay_flush(b);
 	if (s->state != SESSION_CLOSING)
 		check_done(s);
@@ -406,7 +408,8 @@ on_write(uv_write_t *req, int status)
 	x->bytes_out += written;
 	buf_queue_consume(&x->out, pool_of(x), written);
 	session_touch(s);
-	if (x->peer->paused && x->out.bytes <= RELAY_LOW_WATER) {
+	if (x->peer->paused && x->out.bytes <= RELAY_LOW_WATER &&
+	    s->state == SESSION_RELAY) {
 		resume_reading(x->peer);
 		if (s->state == SESSION_CLOSING)
 			return;

@@ -28,9 +28,7 @@
 #include "mailproxy/worker.h"
 
 /* Time allowed for mailproxy's last words to reach the client. */
-#define FLUSH_TIMEOUT_MS  5000
-/* Idle limit once one direction has ended: the other should follow. */
-#define LINGER_TIMEOUT_MS 30000
+#define FLUSH_TIMEOUT_MS 5000
 
 static const char *const state_names[SESSION_STATE_COUNT_] = {
     [SESSION_HANDSHAKE] = "handshake",
@@ -152,6 +150,7 @@ static void
 write_log(struct session *s, const char *event)
 {
 	char id[48], client[CONFIG_ADDR_TEXT], local[CONFIG_ADDR_TEXT];
+	char backend_addr[CONFIG_ADDR_TEXT];
 	struct log_session f;
 	memset(&f, 0, sizeof(f));
 	(void)snprintf(id, sizeof(id), "%08x-%u-%llu", process_tag,
@@ -165,6 +164,11 @@ write_log(struct session *s, const char *event)
 	f.client = client;
 	f.local = local;
 	f.backend = s->listener->conf->backend.text;
+	if (s->backend_addr.sa.sa_family != AF_UNSPEC) {
+		format_addr(&s->backend_addr, backend_addr,
+		    sizeof(backend_addr));
+		f.backend_addr = backend_addr;
+	}
 	if (s->tls_up) {
 		f.tls_version = SSL_get_version(s->ssl);
 		f.cipher = SSL_get_cipher_name(s->ssl);
@@ -261,6 +265,13 @@ session_close(struct session *s, enum session_end end, const char *error)
 		(void)uv_cancel((uv_req_t *)s->resolve_req);
 }
 
+/* A backend lookup or connect is running and may still call back. */
+static bool
+backend_pending(const struct session *s)
+{
+	return s->state == SESSION_RESOLVE || s->state == SESSION_CONNECT;
+}
+
 void
 session_finish(struct session *s, int notice, enum session_end end,
     const char *error)
@@ -269,7 +280,17 @@ session_finish(struct session *s, int notice, enum session_end end,
 	int len;
 
 	session_set_end(s, end, error);
+	/* Nothing of the backend's may follow the goodbye: a connect or a
+	 * lookup still running is abandoned, and its callback finds the
+	 * session past RESOLVE/CONNECT. */
 	relay_read_stop(&s->backend);
+	s->backend.paused = false;
+	s->client.paused = false;
+	if (backend_pending(s)) {
+		close_side(&s->backend);
+		if (s->resolve_req != NULL)
+			(void)uv_cancel((uv_req_t *)s->resolve_req);
+	}
 	if (s->tls_up) {
 		if (notice >= 0) {
 			len = proto_notice_line(s->listener->conf->protocol,
@@ -326,16 +347,21 @@ session_shutdown(struct session *s)
 	}
 }
 
+static void connect_next(struct session *s);
+
+/* One address failed: the next one is tried, or the client told. */
 static void
 connect_failed(struct session *s, int status)
 {
+	if (s->next_addr != NULL) {
+		connect_next(s);
+		return;
+	}
 	session_finish(s, PROTO_NOTICE_UNAVAILABLE,
 	    status == UV_ECONNREFUSED ? SESSION_END_BACKEND_REFUSED :
 	                                SESSION_END_BACKEND_UNREACHABLE,
 	    uv_strerror(status));
 }
-
-static void connect_next(struct session *s);
 
 static void
 on_backend_connect(uv_connect_t *req, int status)
@@ -344,11 +370,11 @@ on_backend_connect(uv_connect_t *req, int status)
 
 	if (session_release(s))
 		return;
+	/* Cancelled: the handle was closed for the next address or for
+	 * the goodbye; whoever closed it carries on. */
+	if (status == UV_ECANCELED || !backend_pending(s))
+		return;
 	if (status < 0) {
-		if (s->next_addr != NULL) {
-			connect_next(s);
-			return;
-		}
 		connect_failed(s, status);
 		return;
 	}
@@ -384,10 +410,14 @@ start_tcp_connect(struct session *s, const struct sockaddr *sa)
 
 	r = uv_tcp_init(&s->worker->loop, &b->h.tcp);
 	if (r < 0) {
-		connect_failed(s, r);
+		session_finish(s, PROTO_NOTICE_UNAVAILABLE,
+		    SESSION_END_BACKEND_UNREACHABLE, uv_strerror(r));
 		return;
 	}
 	adopt_backend_handle(s);
+	memcpy(&s->backend_addr, sa,
+	    sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
+	                                sizeof(struct sockaddr_in));
 	r = uv_tcp_connect(&s->connect_req, &b->h.tcp, sa, on_backend_connect);
 	if (r < 0) {
 		connect_failed(s, r);
@@ -403,7 +433,7 @@ on_retry_close(uv_handle_t *h)
 	struct session *s = b->session;
 	struct addrinfo *ai;
 
-	if (session_release(s))
+	if (session_release(s) || !backend_pending(s))
 		return;
 	ai = s->next_addr;
 	s->next_addr = ai->ai_next;
@@ -429,7 +459,7 @@ on_backend_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 	free(req);
 	s->resolve_req = NULL;
 	s->addrs = res;
-	if (session_release(s))
+	if (session_release(s) || s->state != SESSION_RESOLVE)
 		return;
 	if (status < 0) {
 		session_finish(s, PROTO_NOTICE_UNAVAILABLE,
@@ -541,16 +571,20 @@ on_timer(uv_timer_t *t)
 		session_close(s, SESSION_END_TIMEOUT, NULL);
 		break;
 	case SESSION_RESOLVE:
-	case SESSION_CONNECT:
 		session_finish(s, PROTO_NOTICE_UNAVAILABLE,
 		    SESSION_END_BACKEND_UNREACHABLE, uv_strerror(UV_ETIMEDOUT));
+		break;
+	case SESSION_CONNECT:
+		/* Each address gets the whole timeout_connect, as nginx's
+		 * proxy_connect_timeout per upstream try. */
+		connect_failed(s, UV_ETIMEDOUT);
 		break;
 	case SESSION_RELAY:
 		/* Re-armed lazily: reads and writes only stamp active_ms. */
 		limit = s->listener->conf->timeout_idle_ms;
 		if ((s->client.eof || s->backend.eof) &&
-		    limit > LINGER_TIMEOUT_MS)
-			limit = LINGER_TIMEOUT_MS;
+		    limit > s->listener->conf->timeout_linger_ms)
+			limit = s->listener->conf->timeout_linger_ms;
 		idle = uv_now(&s->worker->loop) - s->active_ms;
 		if (idle >= limit)
 			session_close(s, SESSION_END_TIMEOUT, NULL);
@@ -564,6 +598,17 @@ on_timer(uv_timer_t *t)
 	case SESSION_STATE_COUNT_:
 		break;
 	}
+}
+
+void
+session_linger(struct session *s)
+{
+	const struct config_listener *conf = s->listener->conf;
+
+	if (s->state == SESSION_RELAY &&
+	    conf->timeout_idle_ms > conf->timeout_linger_ms)
+		(void)uv_timer_start(&s->timer, on_timer,
+		    conf->timeout_linger_ms, 0);
 }
 
 void

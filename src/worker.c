@@ -274,7 +274,10 @@ worker_main(void *arg)
 int
 worker_start(struct worker *w)
 {
-	return uv_thread_create(&w->thread, worker_main, w);
+	int r = uv_thread_create(&w->thread, worker_main, w);
+
+	w->started = r == 0;
+	return r;
 }
 
 void
@@ -292,6 +295,10 @@ worker_free(struct worker *w)
 {
 	if (w == NULL)
 		return;
+	if (!w->started) {
+		abandon(w);
+		return;
+	}
 	(void)uv_thread_join(&w->thread);
 	worker_destroy(w);
 }

@@ -105,6 +105,7 @@ struct config_listener {
 	uint64_t timeout_handshake_ms;
 	uint64_t timeout_connect_ms;
 	uint64_t timeout_idle_ms;
+	uint64_t timeout_linger_ms; /* idle limit once one side is done */
 	uint64_t set;
 };
 

@@ -29,6 +29,7 @@ struct log_session {
 	const char *client; /* ip:port */
 	const char *local;  /* the listening address it came in on */
 	const char *backend;
+	const char *backend_addr; /* the address connected (or last tried) */
 	const char *tls_version;
 	const char *cipher;
 	const char *sni;

@@ -121,6 +121,7 @@ struct session {
 	bool quiet;          /* not a session to log (failed accept) */
 	union session_addr client_addr;
 	union session_addr local_addr;
+	union session_addr backend_addr; /* last TCP address tried */
 };
 
 /*
@@ -164,6 +165,12 @@ void session_shutdown(struct session *s);
  */
 void session_finish(struct session *s, int notice, enum session_end end,
     const char *error);
+
+/*
+ * For relay.c: one side has finished sending; the other gets the shorter
+ * linger timeout instead of the protocol's idle timeout from now on.
+ */
+void session_linger(struct session *s);
 
 /* For relay.c: records activity (any byte moved) for the idle timer. */
 void session_touch(struct session *s);

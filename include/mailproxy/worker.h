@@ -51,6 +51,7 @@ struct worker {
 	uv_timer_t drain_timer;
 	atomic_int command;
 	atomic_bool finished; /* the loop has ended */
+	bool started;         /* the thread runs: worker_free joins it */
 	bool draining;        /* listeners closed */
 	bool finishing;       /* last handles closing; the loop is ending */
 	struct config *cfg;
@@ -80,7 +81,8 @@ int worker_start(struct worker *w);
 /* From any thread: asks the worker to drain (or stop at once). */
 void worker_stop(struct worker *w, bool now);
 
-/* Waits for the thread to end and frees the worker. NULL is fine. */
+/* Waits for the thread to end (a worker never started is just closed)
+ * and frees the worker. NULL is fine. */
 void worker_free(struct worker *w);
 
 /* For session.c: keeps the worker's list of sessions. */

@@ -50,6 +50,17 @@ def binary():
                           os.path.join(ROOT, "build", "mailproxy"))
 
 
+def fakedns(name, addrs):
+    """Environment that makes mailproxy's getaddrinfo answer name with
+    addrs (a list of numeric addresses), in that order."""
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    return {"LD_PRELOAD": os.environ["MAILPROXY_FAKEDNS"],
+            "FAKEDNS_NAME": name, "FAKEDNS_ADDRS": ",".join(addrs),
+            # The preloaded helper comes before ASan's runtime.
+            "ASAN_OPTIONS": (asan + ":" if asan else "")
+            + "verify_asan_link_order=0"}
+
+
 def parse_line(line):
     """One log line (text key=value or JSON) as a dict of strings/ints."""
     line = line.rstrip("\n")

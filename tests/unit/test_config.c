@@ -155,6 +155,10 @@ static const struct error_case error_cases[] = {
         8, "section name longer than 49 bytes"},
     {"no equals sign", TLS_OK LISTENER_OK "just some words\n", 8,
         "expected 'key = value' or a [section] header"},
+    {"empty cipher list",
+        "[tls]\ncertificate = /c.pem\nkey = /k.pem\n"
+        "ciphers =\n" LISTENER_OK,
+        4, "ciphers: empty value"},
     {"continuation of a single value",
         "[global]\nworkers = 1\n    2\n" TLS_OK LISTENER_OK, 3,
         "'workers' takes one value, but this indented line continues it"},
@@ -247,6 +251,61 @@ test_config_load_long_line_refused_with_line(void **state)
 	free(errors);
 }
 
+/* A refused key line is one error; its indented lines go with it. */
+static void
+test_config_load_refused_line_takes_its_continuations(void **state)
+{
+	static const char *const texts[] = {
+	    "[global]\nfoo = 1\n    2\n    3\n" TLS_OK LISTENER_OK,
+	    "[global]\nlog = stderr\nlog = x\n    2\n" TLS_OK LISTENER_OK,
+	    "[global]\nworkers = 1\nsome words\n    2\n" TLS_OK LISTENER_OK,
+	};
+	char long_line[1024], *errors = NULL;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+		assert_null(load(texts[i], &errors));
+		assert_non_null(errors);
+		/* One line of errors, about line 2 or 3, none about 4. */
+		assert_null(strchr(errors, '\n') == NULL ?
+		        NULL :
+		        strchr(strchr(errors, '\n') + 1, '\n'));
+		assert_null(strstr(errors, ":4:"));
+		free(errors);
+		errors = NULL;
+	}
+	(void)snprintf(long_line, sizeof(long_line),
+	    "[global]\nworkers = 1\nserver_name = %0*d\n    x\n" TLS_OK
+	        LISTENER_OK,
+	    190, 0);
+	assert_null(load(long_line, &errors));
+	assert_non_null(strstr(errors, ":3: line longer than"));
+	assert_null(strstr(errors, ":4:"));
+	free(errors);
+}
+
+/* "ciphers =" with the list on the indented lines that follow. */
+static void
+test_config_load_list_starts_on_next_line(void **state)
+{
+	struct config *cfg;
+	char *errors = NULL;
+
+	(void)state;
+	cfg = load("[tls]\ncertificate = /c.pem\nkey = /k.pem\nciphers =\n"
+	           "    ECDHE-ECDSA-AES128-GCM-SHA256\n"
+	           "    ECDHE-RSA-AES128-GCM-SHA256\n" LISTENER_OK,
+	    &errors);
+	if (cfg == NULL)
+		fail_msg("%s", errors);
+	assert_string_equal(cfg->tls.ciphers,
+	    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256");
+	config_unref(cfg);
+	/* Errors without a place to put them are not lost memory. */
+	assert_null(load("[global]\nfoo = 1\n", NULL));
+}
+
 static void
 test_config_load_nul_byte_refused(void **state)
 {
@@ -331,7 +390,8 @@ test_config_load_valid_file(void **state)
 	           "tls = implicit\n"
 	           "listen = 127.0.0.1:465\n"
 	           "backend = unix:/run/postfix/smtpd\n"
-	           "timeout_idle = 2m\n",
+	           "timeout_idle = 2m\n"
+	           "timeout_linger = 500ms\n",
 	    &errors);
 	if (cfg == NULL)
 		fail_msg("%s", errors);
@@ -364,6 +424,7 @@ test_config_load_valid_file(void **state)
 	assert_int_equal(l->timeout_handshake_ms, 5000);
 	assert_int_equal(l->timeout_connect_ms, 2000);
 	assert_int_equal(l->timeout_idle_ms, 31 * 60 * 1000);
+	assert_int_equal(l->timeout_linger_ms, 30000);
 	assert_string_equal(config_listener_certificate(cfg, l, NULL),
 	    "/etc/ssl/mail.pem");
 	assert_string_equal(config_listener_server_name(cfg, l),
@@ -381,6 +442,7 @@ test_config_load_valid_file(void **state)
 	assert_int_equal(l->backend.kind, CONFIG_BACKEND_UNIX);
 	assert_string_equal(l->backend.path, "/run/postfix/smtpd");
 	assert_int_equal(l->timeout_idle_ms, 120000);
+	assert_int_equal(l->timeout_linger_ms, 500);
 	assert_null(errors);
 
 	assert_ptr_equal(config_ref(cfg), cfg);
@@ -563,6 +625,9 @@ main(void)
 	    cmocka_unit_test(test_config_load_reports_each_error_with_line),
 	    cmocka_unit_test(test_config_load_long_line_refused_with_line),
 	    cmocka_unit_test(test_config_load_nul_byte_refused),
+	    cmocka_unit_test(
+	        test_config_load_refused_line_takes_its_continuations),
+	    cmocka_unit_test(test_config_load_list_starts_on_next_line),
 	    cmocka_unit_test(test_config_load_missing_file),
 	    cmocka_unit_test(test_config_load_reports_all_errors_at_once),
 	    cmocka_unit_test(test_config_load_valid_file),

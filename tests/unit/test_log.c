@@ -28,7 +28,8 @@ sample(void)
 	f.proto = "imap";
 	f.client = "[2001:db8::7]:50123";
 	f.local = "127.0.0.1:993";
-	f.backend = "127.0.0.1:143";
+	f.backend = "mailstore:143";
+	f.backend_addr = "127.0.0.1:143";
 	f.tls_version = "TLSv1.3";
 	f.cipher = "TLS_AES_128_GCM_SHA256";
 	f.sni = "mail.example.org";
@@ -54,7 +55,8 @@ test_log_session_format_text_exact(void **state)
 	assert_string_equal(buf,
 	    "time=2026-11-22T05:23:01.123Z event=close id=9f3ac2e1-0-17 "
 	    "listener=imaps proto=imap client=[2001:db8::7]:50123 "
-	    "local=127.0.0.1:993 backend=127.0.0.1:143 tls=TLSv1.3 "
+	    "local=127.0.0.1:993 backend=mailstore:143 "
+	    "backend_addr=127.0.0.1:143 tls=TLSv1.3 "
 	    "cipher=TLS_AES_128_GCM_SHA256 sni=mail.example.org resumed=no "
 	    "client_in=1234 client_out=5678901 backend_in=5678000 "
 	    "backend_out=1000 duration=12.345 state=relay end=client_closed "
@@ -72,6 +74,7 @@ test_log_session_format_json_exact(void **state)
 	f.tls_version = NULL;
 	f.cipher = NULL;
 	f.sni = NULL;
+	f.backend_addr = NULL;
 	f.end = "tls_error";
 	f.state = "handshake";
 	f.error = "wrong version number";
@@ -80,7 +83,8 @@ test_log_session_format_json_exact(void **state)
 	    "{\"time\":\"2026-11-22T05:23:01.123Z\",\"event\":\"close\","
 	    "\"id\":\"9f3ac2e1-0-17\",\"listener\":\"imaps\",\"proto\":\"imap\","
 	    "\"client\":\"[2001:db8::7]:50123\",\"local\":\"127.0.0.1:993\","
-	    "\"backend\":\"127.0.0.1:143\",\"tls\":null,\"cipher\":null,"
+	    "\"backend\":\"mailstore:143\",\"backend_addr\":null,"
+	    "\"tls\":null,\"cipher\":null,"
 	    "\"sni\":null,\"resumed\":null,\"client_in\":1234,"
 	    "\"client_out\":5678901,\"backend_in\":5678000,"
 	    "\"backend_out\":1000,\"duration\":12.345,\"state\":\"handshake\","
