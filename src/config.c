@@ -63,6 +63,7 @@ struct option {
 };
 
 static const char *const tls_mode_words[] = {"implicit", "starttls", NULL};
+static const char *const starttls_words[] = {"required", "optional", NULL};
 static const char *const tls_version_words[] = {"TLSv1.2", "TLSv1.3", NULL};
 static const char *const log_format_words[] = {"text", "json", NULL};
 static const char *const log_level_words[] = {"error", "warning", "info",
@@ -117,6 +118,8 @@ static const struct option listener_options[] = {
     OPT(config_listener, "protocol", OPT_PROTOCOL, protocol),
     OPT(config_listener, "listen", OPT_LISTEN, listen),
     OPT_WORDS(config_listener, "tls", tls, tls_mode_words),
+    OPT_WORDS(config_listener, "starttls", starttls, starttls_words),
+    OPT(config_listener, "greeting", OPT_STRING, greeting),
     OPT(config_listener, "backend", OPT_BACKEND, backend),
     OPT_LOC(config_listener, "certificate", OPT_STRING, certificate),
     OPT_LOC(config_listener, "key", OPT_STRING, key),
@@ -336,6 +339,18 @@ config_parse_addr(const char *s, struct config_addr *out)
 }
 
 /* RFC 1123 host name: LDH labels of 1-63, dot-separated, at most 253. */
+/* Text mailproxy puts in its own replies: one line, printable. */
+static bool
+valid_text(const char *s)
+{
+	size_t i;
+
+	for (i = 0; s[i] != '\0'; i++)
+		if (s[i] < 0x20 || s[i] > 0x7e || i >= 200)
+			return false;
+	return true;
+}
+
 static bool
 valid_hostname(const char *s)
 {
@@ -971,11 +986,25 @@ validate_listener(struct loader *ld, struct config_listener *l, size_t index)
 	if (!is_set(t, l->set, "backend"))
 		error_at(ld, l->loc.line,
 		    "[listener %s]: 'backend' is required", l->name);
-	if (l->tls == CONFIG_TLS_STARTTLS)
+	if (l->tls == CONFIG_TLS_IMPLICIT &&
+	    (is_set(t, l->set, "starttls") || is_set(t, l->set, "greeting")))
 		error_at(ld, l->loc.line,
-		    "[listener %s]: tls = starttls is not supported by this "
-		    "version of mailproxy",
+		    "[listener %s]: 'starttls' and 'greeting' are for tls = "
+		    "starttls (with implicit TLS the backend greets)",
 		    l->name);
+	if (l->starttls == CONFIG_STARTTLS_OPTIONAL &&
+	    l->protocol != PROTO_SMTP)
+		error_at(ld, l->loc.line,
+		    "[listener %s]: starttls = optional is for SMTP (port 25) "
+		    "only: IMAP and POP3 log in with passwords",
+		    l->name);
+	if (l->greeting != NULL && !valid_text(l->greeting))
+		error_at(ld, l->loc.line,
+		    "[listener %s]: 'greeting' must be printable ASCII, at "
+		    "most 200 characters",
+		    l->name);
+	if (l->greeting == NULL)
+		(void)set_string(ld, &l->greeting, "Server ready.");
 	if (config_listener_certificate(cfg, l, NULL) == NULL)
 		error_at(ld, l->loc.line,
 		    "[listener %s]: no certificate: set 'certificate' here "
@@ -1097,6 +1126,7 @@ config_free(struct config *cfg)
 		free(l->certificate);
 		free(l->key);
 		free(l->server_name);
+		free(l->greeting);
 	}
 	free(cfg->listeners);
 	free(cfg->tls.certificate);

@@ -247,6 +247,9 @@ log_session_format(const struct log_session *f, enum config_log_format format,
 	field_str(&w, "sni", f->sni);
 	field_str(&w, "resumed",
 	    f->tls_version == NULL ? NULL : (f->tls_resumed ? "yes" : "no"));
+	field_str(&w, "starttls", f->starttls ? "yes" : "no");
+	field_u64(&w, "discarded", f->discarded);
+	field_u64(&w, "refused", f->refused);
 	field_u64(&w, "client_in", f->client_in);
 	field_u64(&w, "client_out", f->client_out);
 	field_u64(&w, "backend_in", f->backend_in);

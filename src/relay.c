@@ -113,6 +113,207 @@ on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	    uv_buf_init(c->data + c->end, (unsigned)(BUF_CHUNK_SIZE - c->end));
 }
 
+/*
+ * A failed SSL_read on the client side. Returns false for "no more for
+ * now" (WANT_READ); true when the client is done or the session ended.
+ */
+static bool
+tls_read_failed(struct session *s, int n)
+{
+	int err = SSL_get_error(s->ssl, n);
+
+	if (err == SSL_ERROR_WANT_READ)
+		return false;
+	if (err == SSL_ERROR_ZERO_RETURN) {
+		relay_client_done(s, NULL);
+		return true;
+	}
+	if (s->tls_io.nomem) {
+		session_close(s, SESSION_END_NO_MEMORY, NULL);
+		return true;
+	}
+	if (s->tls_io.eof) {
+		/* TCP FIN without close_notify: common among mail clients,
+		 * so a close, with OpenSSL's words. */
+		relay_client_done(s,
+		    tls_error_reason("unexpected eof while reading"));
+		return true;
+	}
+	session_finish(s, -1, SESSION_END_TLS_ERROR,
+	    tls_error_reason("TLS error"));
+	return true;
+}
+
+static void
+sink_client(void *ctx, const char *p, size_t n)
+{
+	struct session *s = ctx;
+	struct side *c = &s->client;
+
+	if (n == 0 || s->nomem)
+		return;
+	s->last_to_client = p[n - 1];
+	if (s->tls_up) {
+		ERR_clear_error();
+		if (SSL_write(s->ssl, p, (int)n) <= 0)
+			s->nomem = true; /* the chunk BIO fails only so */
+		ERR_clear_error();
+		return;
+	}
+	/* Between the STARTTLS reply and the handshake: not a byte. */
+	if (s->ssl != NULL)
+		return;
+	if (buf_queue_append(&c->out, pool_of(c), p, n) < 0)
+		s->nomem = true;
+}
+
+static void
+sink_backend(void *ctx, const char *p, size_t n)
+{
+	struct session *s = ctx;
+	struct side *b = &s->backend;
+
+	if (!s->nomem && buf_queue_append(&b->out, pool_of(b), p, n) < 0)
+		s->nomem = true;
+}
+
+void
+relay_sink_init(struct session *s)
+{
+	s->sink.ctx = s;
+	s->sink.to_client = sink_client;
+	s->sink.to_backend = sink_backend;
+}
+
+/* Authenticated: the dialogue goes, and what it had not consumed of the
+ * client's plaintext is relayed first. */
+static void
+dialog_done(struct session *s)
+{
+	struct side *b = &s->backend;
+
+	s->stats = *dialog_stats(s->dialog);
+	dialog_free(s->dialog);
+	s->dialog = NULL;
+	if (s->plain_in != NULL) {
+		if (buf_chunk_len(s->plain_in) > 0)
+			buf_queue_push_chunk(&b->out, pool_of(b), s->plain_in);
+		else
+			buf_pool_put(pool_of(b), s->plain_in);
+		s->plain_in = NULL;
+	}
+	if (s->held) {
+		s->held = false;
+		(void)relay_read_start(&s->client);
+	}
+}
+
+/* Decrypts what fits into plain_in: bytes added, or -1 when the session
+ * ended or the client is done. */
+static int
+decrypt(struct session *s)
+{
+	struct buf_chunk *p = s->plain_in;
+	int n;
+
+	if (p == NULL) {
+		p = s->plain_in = buf_pool_get(pool_of(&s->client));
+		if (p == NULL) {
+			session_close(s, SESSION_END_NO_MEMORY, NULL);
+			return -1;
+		}
+	}
+	if (p->start == p->end)
+		p->start = p->end = 0;
+	else if (p->end == BUF_CHUNK_SIZE)
+		buf_chunk_compact(p);
+	if (p->end == BUF_CHUNK_SIZE)
+		return 0;
+	ERR_clear_error();
+	n = SSL_read(s->ssl, p->data + p->end, (int)(BUF_CHUNK_SIZE - p->end));
+	if (n > 0) {
+		p->end += (size_t)n;
+		return n;
+	}
+	return tls_read_failed(s, n) ? -1 : 0;
+}
+
+/* After the dialogue wrote: both queues go out. False: session ended. */
+static bool
+dialog_flush(struct session *s)
+{
+	if (s->nomem) {
+		session_close(s, SESSION_END_NO_MEMORY, NULL);
+		return false;
+	}
+	relay_flush(&s->backend);
+	if (s->state == SESSION_CLOSING)
+		return false;
+	relay_flush(&s->client);
+	return s->state != SESSION_CLOSING;
+}
+
+/*
+ * The client's plaintext through the dialogue. Returns true when the
+ * dialogue has ended and the rest is relayed as usual.
+ */
+static bool
+dialog_from_client(struct session *s)
+{
+	struct side *c = &s->client;
+	struct buf_chunk *in;
+	enum dialog_event ev;
+	size_t n, len;
+	int got = 0;
+	bool hello;
+
+	for (;;) {
+		if (s->tls_up && (got = decrypt(s)) < 0)
+			return false;
+		in = s->ssl != NULL ? s->plain_in : c->in;
+		len = in != NULL ? buf_chunk_len(in) : 0;
+		if (len == 0)
+			return false;
+		n = dialog_client(s->dialog, in->data + in->start, len,
+		    &s->sink, &ev);
+		in->start += n;
+		if (n > 0)
+			session_plain_activity(s);
+		if (!dialog_flush(s))
+			return false;
+		switch (ev) {
+		case DIALOG_CONTINUE:
+			if (n > 0 || got > 0)
+				continue;
+			/* The dialogue waits for the backend with a full
+			 * buffer: read nothing more until it has answered. */
+			if (in->start == 0 && in->end == BUF_CHUNK_SIZE) {
+				relay_read_stop(c);
+				s->held = true;
+			}
+			return false;
+		case DIALOG_STARTTLS:
+			/* Never parsed: the CVE-2011-0411 class. */
+			len = buf_chunk_len(in);
+			hello = len >= 2 &&
+			    (unsigned char)in->data[in->start] == 0x16 &&
+			    in->data[in->start + 1] == 0x03;
+			in->start = in->end;
+			session_starttls(s, len, hello);
+			return false;
+		case DIALOG_CONNECT:
+			session_connect_plain(s);
+			return false;
+		case DIALOG_OPAQUE:
+			dialog_done(s);
+			return true;
+		case DIALOG_CLOSE:
+			session_dialog_closed(s);
+			return false;
+		}
+	}
+}
+
 /* Client to backend. */
 static void
 from_client(struct session *s)
@@ -120,8 +321,10 @@ from_client(struct session *s)
 	struct side *c = &s->client, *b = &s->backend;
 	size_t room;
 	char *p;
-	int n, err;
+	int n;
 
+	if (s->dialog != NULL && !dialog_from_client(s))
+		return;
 	if (s->ssl == NULL) {
 		if (c->in != NULL) {
 			buf_queue_push_chunk(&b->out, pool_of(b), c->in);
@@ -149,31 +352,53 @@ from_client(struct session *s)
 			continue;
 		}
 		buf_queue_drop_empty_tail(&b->out, pool_of(b));
-		err = SSL_get_error(s->ssl, n);
-		if (err == SSL_ERROR_WANT_READ)
-			break;
-		if (err == SSL_ERROR_ZERO_RETURN) {
-			relay_client_done(s, NULL);
-			break;
+		if (tls_read_failed(s, n)) {
+			if (s->state == SESSION_CLOSING ||
+			    s->state == SESSION_FLUSH)
+				return;
 		}
-		if (s->tls_io.nomem) {
-			session_close(s, SESSION_END_NO_MEMORY, NULL);
-			return;
-		}
-		if (s->tls_io.eof) {
-			/* TCP FIN without close_notify: common among mail
-			 * clients, so a close, with OpenSSL's words. */
-			relay_client_done(s,
-			    tls_error_reason("unexpected eof while reading"));
-			break;
-		}
-		session_finish(s, -1, SESSION_END_TLS_ERROR,
-		    tls_error_reason("TLS error"));
-		return;
+		break;
 	}
 	relay_flush(b);
 	if (s->state == SESSION_RELAY)
 		relay_flush(c); /* alerts, KeyUpdate answers */
+}
+
+/* The backend's bytes through the dialogue. True when it has ended and
+ * the rest is relayed as usual. */
+static bool
+dialog_from_backend(struct session *s)
+{
+	struct side *c = &s->client, *b = &s->backend;
+	struct buf_chunk *in = b->in;
+	size_t len = in != NULL ? buf_chunk_len(in) : 0, n;
+	enum dialog_event ev;
+
+	if (len == 0)
+		return false;
+	n = dialog_backend(s->dialog, in->data + in->start, len, &s->sink, &ev);
+	in->start += n;
+	if (!dialog_flush(s))
+		return false;
+	if (ev == DIALOG_CLOSE) {
+		session_dialog_closed(s);
+		return false;
+	}
+	if (ev == DIALOG_OPAQUE) {
+		dialog_done(s);
+		from_client(s);
+		return s->state == SESSION_RELAY;
+	}
+	if (c->out.bytes >= RELAY_HIGH_WATER)
+		pause_reading(b);
+	/* The backend answered: the client's next command may go. */
+	if (s->held) {
+		s->held = false;
+		(void)relay_read_start(c);
+	}
+	if (s->state == SESSION_RELAY)
+		from_client(s);
+	return false;
 }
 
 /* Backend to client. */
@@ -185,6 +410,12 @@ from_backend(struct session *s)
 	size_t len = in != NULL ? buf_chunk_len(in) : 0;
 	int n;
 
+	if (s->dialog != NULL) {
+		if (!dialog_from_backend(s))
+			return;
+		in = b->in;
+		len = in != NULL ? buf_chunk_len(in) : 0;
+	}
 	if (len == 0)
 		return;
 	s->last_to_client = in->data[in->end - 1];
@@ -217,6 +448,10 @@ process_input(struct side *x)
 	struct session *s = x->session;
 
 	switch (s->state) {
+	case SESSION_PLAIN:
+		if (is_client(x))
+			from_client(s);
+		break;
 	case SESSION_HANDSHAKE:
 		if (is_client(x))
 			session_handshake(s);

@@ -31,6 +31,7 @@
 #define FLUSH_TIMEOUT_MS 5000
 
 static const char *const state_names[SESSION_STATE_COUNT_] = {
+    [SESSION_PLAIN] = "plain",
     [SESSION_HANDSHAKE] = "handshake",
     [SESSION_RESOLVE] = "resolve",
     [SESSION_CONNECT] = "connect",
@@ -75,6 +76,7 @@ state_timeout(const struct session *s)
 	const struct config_listener *conf = s->listener->conf;
 
 	switch (s->state) {
+	case SESSION_PLAIN:
 	case SESSION_HANDSHAKE:
 		return conf->timeout_handshake_ms;
 	case SESSION_RESOLVE:
@@ -176,6 +178,11 @@ write_log(struct session *s, const char *event)
 	}
 	if (s->ssl != NULL)
 		f.sni = SSL_get_servername(s->ssl, TLSEXT_NAMETYPE_host_name);
+	if (s->dialog != NULL)
+		s->stats = *dialog_stats(s->dialog);
+	f.starttls = s->stats.starttls;
+	f.discarded = s->stats.discarded;
+	f.refused = s->stats.refused;
 	f.client_in = s->client.bytes_in;
 	f.client_out = s->client.bytes_out;
 	f.backend_in = s->backend.bytes_in;
@@ -200,6 +207,9 @@ session_free(struct session *s)
 		write_log(s, "close");
 	SSL_free(s->ssl);
 	s->ssl = NULL;
+	dialog_free(s->dialog);
+	s->dialog = NULL;
+	buf_pool_put(pool, s->plain_in);
 	buf_pool_put(pool, s->client.in);
 	buf_pool_put(pool, s->backend.in);
 	buf_queue_clear(&s->client.out, pool);
@@ -291,20 +301,20 @@ session_finish(struct session *s, int notice, enum session_end end,
 		if (s->resolve_req != NULL)
 			(void)uv_cancel((uv_req_t *)s->resolve_req);
 	}
+	if (notice >= 0 && (s->tls_up || s->ssl == NULL)) {
+		len = proto_notice_line(s->listener->conf->protocol,
+		    (enum proto_notice)notice, s->listener->server_name, line,
+		    sizeof(line));
+		/* Plaintext only where the client is still in plaintext. */
+		if (len > 0)
+			s->sink.to_client(s, line, (size_t)len);
+	}
 	if (s->tls_up) {
-		if (notice >= 0) {
-			len = proto_notice_line(s->listener->conf->protocol,
-			    (enum proto_notice)notice, s->listener->server_name,
-			    line, sizeof(line));
-			ERR_clear_error();
-			if (len > 0 && SSL_write(s->ssl, line, len) > 0)
-				s->last_to_client = '\n';
-		}
 		ERR_clear_error();
 		(void)SSL_shutdown(s->ssl);
 		ERR_clear_error();
 	}
-	if (s->tls_io.nomem) {
+	if (s->tls_io.nomem || s->nomem) {
 		session_close(s, SESSION_END_NO_MEMORY, NULL);
 		return;
 	}
@@ -326,6 +336,7 @@ session_shutdown(struct session *s)
 	case SESSION_HANDSHAKE:
 		session_close(s, SESSION_END_SHUTDOWN, NULL);
 		break;
+	case SESSION_PLAIN:
 	case SESSION_RESOLVE:
 	case SESSION_CONNECT:
 		session_finish(s, PROTO_NOTICE_SHUTDOWN, SESSION_END_SHUTDOWN,
@@ -536,6 +547,8 @@ session_handshake(struct session *s)
 		return;
 	if (r == 1) {
 		s->tls_up = true;
+		if (s->dialog != NULL)
+			dialog_tls_started(s->dialog);
 		connect_backend(s);
 		return;
 	}
@@ -567,6 +580,9 @@ on_timer(uv_timer_t *t)
 
 	assert(s->magic == SESSION_MAGIC);
 	switch (s->state) {
+	case SESSION_PLAIN:
+		session_finish(s, -1, SESSION_END_TIMEOUT, NULL);
+		break;
 	case SESSION_HANDSHAKE:
 		session_close(s, SESSION_END_TIMEOUT, NULL);
 		break;
@@ -663,6 +679,21 @@ session_accept(struct worker *w, struct worker_listener *l, uv_stream_t *server)
 	s->tls_io.in = &s->client.in;
 	s->tls_io.out = &s->client.out;
 	s->tls_io.pool = &w->pool;
+	relay_sink_init(s);
+	s->dialog = dialog_new(&l->dialog);
+	if (s->dialog == NULL) {
+		session_close(s, SESSION_END_NO_MEMORY, NULL);
+		return;
+	}
+	if (l->conf->tls == CONFIG_TLS_STARTTLS) {
+		/* Late connect: mailproxy alone until the handshake. */
+		set_state(s, SESSION_PLAIN);
+		dialog_start(s->dialog, &s->sink);
+		relay_flush(&s->client);
+		if (s->state == SESSION_PLAIN)
+			(void)relay_read_start(&s->client);
+		return;
+	}
 	s->ssl = tls_ssl_new(l->ctx, &s->tls_io);
 	if (s->ssl == NULL) {
 		session_close(s, SESSION_END_NO_MEMORY, NULL);
@@ -670,4 +701,49 @@ session_accept(struct worker *w, struct worker_listener *l, uv_stream_t *server)
 	}
 	set_state(s, SESSION_HANDSHAKE);
 	(void)relay_read_start(&s->client);
+}
+
+void
+session_plain_activity(struct session *s)
+{
+	if (s->state == SESSION_PLAIN)
+		set_state(s, SESSION_PLAIN);
+}
+
+void
+session_starttls(struct session *s, size_t discarded, bool client_hello)
+{
+	dialog_stats(s->dialog)->discarded += discarded;
+	if (client_hello) {
+		/* Dropped with the rest, the handshake could only time out. */
+		session_finish(s, -1, SESSION_END_PROTOCOL_ERROR,
+		    "TLS data sent before the STARTTLS reply");
+		return;
+	}
+	s->ssl = tls_ssl_new(s->listener->ctx, &s->tls_io);
+	if (s->ssl == NULL) {
+		session_close(s, SESSION_END_NO_MEMORY, NULL);
+		return;
+	}
+	set_state(s, SESSION_HANDSHAKE);
+}
+
+void
+session_connect_plain(struct session *s)
+{
+	connect_backend(s);
+}
+
+void
+session_dialog_closed(struct session *s)
+{
+	static const enum session_end ends[] = {
+	    [DIALOG_END_NONE] = SESSION_END_CLIENT_CLOSED,
+	    [DIALOG_END_QUIT] = SESSION_END_CLIENT_CLOSED,
+	    [DIALOG_END_PROTOCOL] = SESSION_END_PROTOCOL_ERROR,
+	    [DIALOG_END_BACKEND] = SESSION_END_BACKEND_ERROR,
+	};
+
+	session_finish(s, -1, ends[dialog_end(s->dialog)],
+	    dialog_error(s->dialog));
 }

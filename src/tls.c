@@ -207,6 +207,47 @@ readable(const char *path, const struct config_loc *loc, const char *what,
 	return true;
 }
 
+/*
+ * ALPN ids mailproxy answers to, per protocol: IANA's imap and pop3; smtp
+ * as nginx uses it and submission as Dovecot does (IANA has none for
+ * SMTP). research/protocols.md §8.
+ */
+static const char *const alpn_ids[PROTO_COUNT_][3] = {
+    [PROTO_IMAP] = {"imap", NULL, NULL},
+    [PROTO_POP3] = {"pop3", NULL, NULL},
+    [PROTO_SMTP] = {"smtp", "submission", NULL},
+};
+
+/*
+ * Strict ALPN against ALPACA (RFC 9325 §3.8, RFC 7301 §3.2): a client
+ * that offers ALPN without our protocol is refused with
+ * no_application_protocol. Runs only when the client sent ALPN; a client
+ * without ALPN goes on. Hand-written rather than SSL_select_next_proto,
+ * whose no-overlap case is a trap (CVE-2024-5535).
+ */
+static int
+on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+    const unsigned char *in, unsigned inlen, void *arg)
+{
+	const char *const *ids = arg;
+	size_t i, j, n;
+
+	(void)ssl;
+	for (j = 0; ids[j] != NULL; j++) {
+		n = strlen(ids[j]);
+		for (i = 0; i < inlen; i += 1 + (size_t)in[i]) {
+			if (i + 1 + in[i] > inlen)
+				break;
+			if (in[i] == n && memcmp(in + i + 1, ids[j], n) == 0) {
+				*out = in + i + 1;
+				*outlen = in[i];
+				return SSL_TLSEXT_ERR_OK;
+			}
+		}
+	}
+	return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
 SSL_CTX *
 tls_ctx_build(const struct config *cfg, const struct config_listener *l,
     char **error_out)
@@ -245,6 +286,8 @@ tls_ctx_build(const struct config *cfg, const struct config_listener *l,
 	        (unsigned)strlen(l->name)))
 		goto fail_glob;
 	SSL_CTX_set_dh_auto(ctx, 1);
+	SSL_CTX_set_alpn_select_cb(ctx, on_alpn,
+	    (void *)(uintptr_t)alpn_ids[l->protocol]);
 
 	if (cfg->tls.ciphers != NULL &&
 	    !SSL_CTX_set_cipher_list(ctx, cfg->tls.ciphers)) {

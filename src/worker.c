@@ -158,6 +158,11 @@ open_listeners(struct worker *w, SSL_CTX *const *ctxs, const int *fds,
 		l->conf = conf;
 		l->ctx = ctxs[i];
 		l->server_name = config_listener_server_name(cfg, conf);
+		l->dialog.protocol = conf->protocol;
+		l->dialog.starttls = conf->tls == CONFIG_TLS_STARTTLS;
+		l->dialog.optional = conf->starttls == CONFIG_STARTTLS_OPTIONAL;
+		l->dialog.server_name = l->server_name;
+		l->dialog.greeting = conf->greeting;
 		l->sockets = calloc(conf->listen_count, sizeof(*l->sockets));
 		if (l->sockets == NULL)
 			return UV_ENOMEM;

@@ -31,6 +31,11 @@ enum config_tls_mode {
 	CONFIG_TLS_STARTTLS, /* 143, 110, 587, 25 */
 };
 
+enum config_starttls {
+	CONFIG_STARTTLS_REQUIRED, /* nothing but STARTTLS before TLS */
+	CONFIG_STARTTLS_OPTIONAL, /* SMTP port 25: plaintext relay allowed */
+};
+
 enum config_tls_version {
 	CONFIG_TLS_1_2,
 	CONFIG_TLS_1_3,
@@ -94,6 +99,8 @@ struct config_listener {
 	struct config_loc loc; /* the [listener NAME] line */
 	enum proto protocol;
 	enum config_tls_mode tls;
+	enum config_starttls starttls;
+	char *greeting; /* text of mailproxy's own greeting (STARTTLS) */
 	struct config_addr *listen;
 	size_t listen_count;
 	struct config_backend backend;

@@ -34,7 +34,10 @@ struct log_session {
 	const char *cipher;
 	const char *sni;
 	bool tls_resumed;
-	uint64_t client_in; /* bytes read from the client (on the wire) */
+	bool starttls;           /* the client upgraded with STARTTLS */
+	unsigned long discarded; /* plaintext bytes after STARTTLS, dropped */
+	unsigned refused;        /* commands mailproxy refused */
+	uint64_t client_in;      /* bytes read from the client (on the wire) */
 	uint64_t client_out;
 	uint64_t backend_in;
 	uint64_t backend_out;

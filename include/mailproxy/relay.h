@@ -43,6 +43,9 @@ void relay_flush(struct side *x);
  */
 void relay_start(struct session *s);
 
+/* Points s->sink (the dialogue's output) at the two queues. */
+void relay_sink_init(struct session *s);
+
 /* The client side got EOF or close_notify; error is the detail or NULL. */
 void relay_client_done(struct session *s, const char *error);
 

@@ -22,6 +22,7 @@
 #include <uv.h>
 
 #include "mailproxy/buf.h"
+#include "mailproxy/dialog.h"
 #include "mailproxy/tls.h"
 
 struct worker;
@@ -30,6 +31,7 @@ struct worker_listener;
 #define SESSION_MAGIC 0x5e55101u
 
 enum session_state {
+	SESSION_PLAIN,     /* STARTTLS listener: mailproxy talks, no TLS yet */
 	SESSION_HANDSHAKE, /* TLS handshake with the client */
 	SESSION_RESOLVE,   /* looking up the backend's host name */
 	SESSION_CONNECT,   /* connecting to the backend */
@@ -51,6 +53,7 @@ enum session_state {
 	X(BACKEND_REFUSED, "backend_refused")                                  \
 	X(BACKEND_UNREACHABLE, "backend_unreachable")                          \
 	X(SHUTDOWN, "shutdown")                                                \
+	X(PROTOCOL_ERROR, "protocol_error")                                    \
 	X(NO_MEMORY, "no_memory")
 
 enum session_end {
@@ -106,6 +109,14 @@ struct session {
 	struct side backend;
 	SSL *ssl; /* client side; NULL before TLS */
 	struct tls_io tls_io;
+	/* Until authentication: the dialogue, the client's decrypted bytes
+	 * it has not consumed yet, and its output. NULL once opaque. */
+	struct dialog *dialog;
+	struct buf_chunk *plain_in;
+	struct dialog_sink sink;
+	struct dialog_stats stats; /* kept when the dialogue is freed */
+	bool held;                 /* client reading stopped by the dialogue */
+	bool nomem;                /* a sink write found no memory */
 	uv_timer_t timer;
 	uv_connect_t connect_req;
 	uv_getaddrinfo_t *resolve_req; /* only while resolving */
@@ -182,6 +193,15 @@ void session_touch(struct session *s);
  */
 void session_set_end(struct session *s, enum session_end end,
     const char *error);
+
+/* For relay.c: the dialogue's events (dialog.h) that change the session.
+ * Each may end the session. */
+void session_starttls(struct session *s, size_t discarded, bool client_hello);
+void session_connect_plain(struct session *s);
+void session_dialog_closed(struct session *s);
+
+/* For relay.c: the pre-TLS dialogue moved; its timer starts again. */
+void session_plain_activity(struct session *s);
 
 /* For relay.c: drives the TLS handshake with the client's new bytes. */
 void session_handshake(struct session *s);

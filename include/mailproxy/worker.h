@@ -18,6 +18,7 @@
 
 #include "mailproxy/buf.h"
 #include "mailproxy/config.h"
+#include "mailproxy/dialog.h"
 
 struct session;
 struct worker;
@@ -30,7 +31,8 @@ struct worker_listener {
 	const struct config_listener *conf;
 	SSL_CTX *ctx;            /* shared, one reference held by main */
 	const char *server_name; /* for SMTP replies */
-	size_t socket_count;     /* one per listen address */
+	struct dialog_params dialog;
+	size_t socket_count; /* one per listen address */
 	uv_tcp_t *sockets;
 };
 

@@ -23,7 +23,8 @@ import mailenv  # noqa: E402
 from proxy import Mailproxy, binary  # noqa: E402
 
 EXAMPLE = os.path.join(ROOT, "etc", "mailproxy.ini")
-STANDARD = {"imaps": 993, "pop3s": 995, "submissions": 465}
+STANDARD = {"imaps": 993, "pop3s": 995, "submissions": 465, "imap": 143,
+            "pop3": 110, "submission": 587, "smtp": 25}
 
 
 def choose_ports(mode):
@@ -40,7 +41,9 @@ def demo_config(env, ca, ports):
                   text, count=1)
     text = re.sub(r"(?m)^key = .*$", "key = " + ca.key_pem, text, count=1)
     backends = {"imaps": env.imap_port, "pop3s": env.pop3_port,
-                "submissions": env.smtp_port}
+                "submissions": env.smtp_port, "imap": env.imap_port,
+                "pop3": env.pop3_port, "submission": env.smtp_port,
+                "smtp": env.smtp_port}
     for name, port in ports.items():
         section = re.compile(r"(?s)(\[listener %s\].*?)(?=\n\[|\Z)" % name)
         body = section.search(text).group(1)

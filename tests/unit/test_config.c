@@ -106,9 +106,18 @@ static const struct error_case error_cases[] = {
         5, "protocol: 'http' is not imap, pop3 or smtp"},
     {"bad tls mode", TLS_OK LISTENER_OK "tls = maybe\n", 8,
         "tls: 'maybe' is not one of implicit or starttls"},
-    {"starttls not yet", TLS_OK LISTENER_OK "tls = starttls\n", 4,
-        "[listener imaps]: tls = starttls is not supported by this version "
-        "of mailproxy"},
+    {"starttls on an implicit listener",
+        TLS_OK LISTENER_OK "starttls = optional\n", 4,
+        "[listener imaps]: 'starttls' and 'greeting' are for tls = "
+        "starttls"},
+    {"optional STARTTLS for IMAP",
+        TLS_OK LISTENER_OK "tls = starttls\nstarttls = optional\n", 4,
+        "[listener imaps]: starttls = optional is for SMTP (port 25) only"},
+    {"greeting with a control character",
+        TLS_OK LISTENER_OK "tls = starttls\ngreeting = a\tb\n", 4,
+        "[listener imaps]: 'greeting' must be printable ASCII"},
+    {"bad starttls word", TLS_OK LISTENER_OK "starttls = maybe\n", 8,
+        "starttls: 'maybe' is not one of required or optional"},
     {"bad duration unit", TLS_OK LISTENER_OK "timeout_idle = 5x\n", 8,
         "timeout_idle: '5x' is not a duration from 1s to 86400s (a number "
         "with ms, s, m or h; plain is seconds)"},

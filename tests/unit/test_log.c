@@ -33,6 +33,9 @@ sample(void)
 	f.tls_version = "TLSv1.3";
 	f.cipher = "TLS_AES_128_GCM_SHA256";
 	f.sni = "mail.example.org";
+	f.starttls = true;
+	f.discarded = 12;
+	f.refused = 2;
 	f.client_in = 1234;
 	f.client_out = 5678901;
 	f.backend_in = 5678000;
@@ -58,7 +61,7 @@ test_log_session_format_text_exact(void **state)
 	    "local=127.0.0.1:993 backend=mailstore:143 "
 	    "backend_addr=127.0.0.1:143 tls=TLSv1.3 "
 	    "cipher=TLS_AES_128_GCM_SHA256 sni=mail.example.org resumed=no "
-	    "client_in=1234 client_out=5678901 backend_in=5678000 "
+	    "starttls=yes discarded=12 refused=2 client_in=1234 client_out=5678901 backend_in=5678000 "
 	    "backend_out=1000 duration=12.345 state=relay end=client_closed "
 	    "error=-\n");
 	assert_int_equal(n, strlen(buf));
@@ -75,6 +78,9 @@ test_log_session_format_json_exact(void **state)
 	f.cipher = NULL;
 	f.sni = NULL;
 	f.backend_addr = NULL;
+	f.starttls = false;
+	f.discarded = 0;
+	f.refused = 0;
 	f.end = "tls_error";
 	f.state = "handshake";
 	f.error = "wrong version number";
@@ -85,7 +91,8 @@ test_log_session_format_json_exact(void **state)
 	    "\"client\":\"[2001:db8::7]:50123\",\"local\":\"127.0.0.1:993\","
 	    "\"backend\":\"mailstore:143\",\"backend_addr\":null,"
 	    "\"tls\":null,\"cipher\":null,"
-	    "\"sni\":null,\"resumed\":null,\"client_in\":1234,"
+	    "\"sni\":null,\"resumed\":null,\"starttls\":\"no\","
+	    "\"discarded\":0,\"refused\":0,\"client_in\":1234,"
 	    "\"client_out\":5678901,\"backend_in\":5678000,"
 	    "\"backend_out\":1000,\"duration\":12.345,\"state\":\"handshake\","
 	    "\"end\":\"tls_error\",\"error\":\"wrong version number\"}\n");

@@ -4,7 +4,8 @@
  * worker's chunk pool never holds more than the water marks allow, every
  * chunk is back when the session ends, and half-close crosses in both
  * directions (client close_notify -> backend FIN; backend FIN -> client
- * close_notify).
+ * close_notify). Each session first logs in (greeting, LOGIN, OK), since
+ * mailproxy parses the dialogue until then and relays opaquely after.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -88,6 +89,42 @@ struct backend {
 	pthread_t thread;
 };
 
+#define GREETING "* OK ready\r\n"
+#define LOGIN    "a LOGIN u p\r\n"
+#define LOGGED   "a OK done\r\n"
+
+static void
+backend_login(int fd)
+{
+	char line[64];
+	size_t n = 0;
+
+	assert_int_equal(write(fd, GREETING, strlen(GREETING)),
+	    (ssize_t)strlen(GREETING));
+	while (n < strlen(LOGIN)) {
+		assert_int_equal(read(fd, line + n, 1), 1);
+		n++;
+	}
+	assert_memory_equal(line, LOGIN, n);
+	assert_int_equal(write(fd, LOGGED, strlen(LOGGED)),
+	    (ssize_t)strlen(LOGGED));
+}
+
+static void
+client_expect(SSL *ssl, const char *text)
+{
+	char buf[64];
+	size_t got = 0;
+	int n;
+
+	while (got < strlen(text)) {
+		n = SSL_read(ssl, buf + got, (int)(strlen(text) - got));
+		assert_true(n > 0);
+		got += (size_t)n;
+	}
+	assert_memory_equal(buf, text, got);
+}
+
 static void *
 backend_main(void *arg)
 {
@@ -99,6 +136,7 @@ backend_main(void *arg)
 
 	assert_true(fd >= 0);
 	shrink_buffers(fd);
+	backend_login(fd);
 	if (b->mode == BACKEND_STREAMS) {
 		while (sent < TOTAL) {
 			size_t len = TOTAL - sent < sizeof(buf) ? TOTAL - sent :
@@ -227,6 +265,10 @@ client_connect(struct harness *h, SSL_CTX **cctx_out, int *fd_out)
 	ssl = SSL_new(cctx);
 	(void)SSL_set_fd(ssl, fd);
 	assert_int_equal(SSL_connect(ssl), 1);
+	client_expect(ssl, GREETING);
+	assert_int_equal(SSL_write(ssl, LOGIN, (int)strlen(LOGIN)),
+	    (int)strlen(LOGIN));
+	client_expect(ssl, LOGGED);
 	*cctx_out = cctx;
 	*fd_out = fd;
 	return ssl;
