@@ -41,7 +41,7 @@ struct dialog {
 	struct dialog_stats stats;
 
 	enum dialog_cmd cmd;
-	char tag[64]; /* IMAP: tag of the command at the backend */
+	char tag[256]; /* IMAP: tag of the command at the backend */
 	size_t tag_len;
 	uint64_t literal;      /* IMAP: octets announced by {n}, sent after
 	                        * the backend's "+" */
@@ -49,6 +49,8 @@ struct dialog {
 	uint64_t client_left;  /* IMAP: client literal octets still to go */
 	uint64_t backend_left; /* IMAP: backend literal octets still to go */
 	bool backend_rest;     /* IMAP: the backend's line goes on */
+	bool swallow;          /* IMAP: the literal and the rest of a
+	                        * refused command are dropped */
 	bool body;             /* POP3: inside a multi-line reply */
 
 	/* SMTP: the client's last HELO/EHLO line, replayed in plaintext. */

@@ -62,6 +62,8 @@ trailing_literal(const char *line, size_t n, uint64_t *size)
 			return LIT_BAD;
 		v = v * 10 + (uint64_t)(line[i] - '0');
 	}
+	if (v > DIALOG_LITERAL_MAX)
+		return LIT_BAD;
 	*size = v;
 	return plus ? LIT_NONSYNC : LIT_SYNC;
 }
@@ -82,18 +84,48 @@ client_line(struct dialog *d, const char *in, size_t len,
 	return n;
 }
 
-/* An ID whose fields could pose as the client's address to Dovecot. */
+/* Whether the string starting at p[0..n) reads "x-" once unescaped:
+ * Dovecot drops a backslash before any character of a quoted string. */
+static bool
+starts_x(const char *p, size_t n, bool quoted)
+{
+	char c[2];
+	size_t i = 0, k = 0;
+
+	while (k < 2 && i < n) {
+		if (quoted && p[i] == '"')
+			return false;
+		if (quoted && p[i] == '\\' && i + 1 < n)
+			i++;
+		c[k++] = p[i++];
+	}
+	return k == 2 && (c[0] == 'x' || c[0] == 'X') && c[1] == '-';
+}
+
+/* An ID whose fields could pose as the client's address to Dovecot
+ * (x-originating-ip and friends), quoted, as an atom, or in a literal
+ * mailproxy cannot see into. */
 static bool
 id_overrides(const char *p, size_t n)
 {
 	size_t i;
+	bool start = true;
 
-	for (i = 0; i + 2 < n; i++) {
+	for (i = 0; i < n; i++) {
 		if (p[i] == '{')
 			return true;
-		if (p[i] == '"' && (p[i + 1] == 'x' || p[i + 1] == 'X') &&
-		    p[i + 2] == '-')
+		if (p[i] == '"') {
+			if (starts_x(p + i + 1, n - i - 1, true))
+				return true;
+			for (i++; i < n && p[i] != '"'; i++)
+				if (p[i] == '\\')
+					i++;
+			start = false;
+			continue;
+		}
+		if (start && starts_x(p + i, n - i, false))
 			return true;
+		start = p[i] == ' ' || p[i] == '(';
 	}
 	return false;
 }
@@ -145,8 +177,8 @@ pre_tls(struct dialog *d, const char *tag, size_t tl, const char *cmd,
 	}
 }
 
-/* After TLS: forwards the command, or answers it. */
-static void
+/* After TLS: forwards the command (true), or answers it. */
+static bool
 post_tls(struct dialog *d, const char *line, size_t n, const char *tag,
     size_t tl, const char *cmd, size_t cl, const char *args, size_t al,
     const struct dialog_sink *sink, enum dialog_event *ev)
@@ -155,13 +187,13 @@ post_tls(struct dialog *d, const char *line, size_t n, const char *tag,
 		dialog_say(sink, "%.*s BAD TLS is already active.\r\n", (int)tl,
 		    tag);
 		dialog_refused(d, sink, ev);
-		return;
+		return false;
 	}
 	if (dialog_word_is(cmd, cl, "ID") && id_overrides(args, al)) {
 		dialog_say(sink, "* ID NIL\r\n%.*s OK ID completed.\r\n",
 		    (int)tl, tag);
 		dialog_refused(d, sink, ev);
-		return;
+		return false;
 	}
 	d->cmd = CMD_OTHER;
 	if (dialog_word_is(cmd, cl, "LOGIN") ||
@@ -171,6 +203,27 @@ post_tls(struct dialog *d, const char *line, size_t n, const char *tag,
 	d->tag_len = tl;
 	dialog_to_backend(sink, line, n);
 	d->phase = PH_WAIT;
+	return true;
+}
+
+/* A command answered by mailproxy after TLS still owns the literal it
+ * announced with {n+} (RFC 7888: the server reads it): its octets and
+ * the rest of its line are dropped, never read as commands. A {n} gets no
+ * "+", so the client sends nothing more for it. */
+static void
+swallow(struct dialog *d, enum literal lit, uint64_t size)
+{
+	if (d->phase == PH_DONE)
+		return;
+	if (lit != LIT_NONSYNC) {
+		d->swallow = false;
+		if (d->phase == PH_REST)
+			d->phase = PH_READY;
+		return;
+	}
+	d->swallow = true;
+	d->client_left = size;
+	d->phase = size > 0 ? PH_LITERAL : PH_REST;
 }
 
 /* The command line (or what follows a literal) has been forwarded or
@@ -204,20 +257,6 @@ command(struct dialog *d, const char *in, size_t len,
 		return 0;
 	n = (size_t)ln;
 	end = dialog_chomp(in, n);
-	for (tl = 0; tl < end && tag_char((unsigned char)in[tl]); tl++)
-		;
-	if (tl == 0 || tl >= sizeof(d->tag) || tl == end || in[tl] != ' ') {
-		dialog_say(sink, "* BAD Invalid tag.\r\n");
-		dialog_refused(d, sink, ev);
-		return n;
-	}
-	pos = tl + dialog_spaces(in + tl, end - tl);
-	cmd = in + pos;
-	cl = dialog_word_len(cmd, end - pos);
-	pos += cl;
-	pos += dialog_spaces(in + pos, end - pos);
-	args = in + pos;
-	al = end - pos;
 	lit = trailing_literal(in, end, &size);
 	if (lit == LIT_BAD) {
 		if (d->phase == PH_PRE_TLS)
@@ -228,11 +267,28 @@ command(struct dialog *d, const char *in, size_t len,
 			    "bad or too large literal", ev);
 		return n;
 	}
+	if (d->phase == PH_PRE_TLS && lit == LIT_NONSYNC) {
+		dialog_fail(d, sink, DIALOG_END_PROTOCOL,
+		    "literal before STARTTLS", ev);
+		return n;
+	}
+	for (tl = 0; tl < end && tag_char((unsigned char)in[tl]); tl++)
+		;
+	if (tl == 0 || tl >= sizeof(d->tag) || tl == end || in[tl] != ' ') {
+		dialog_say(sink, "* BAD Invalid tag.\r\n");
+		dialog_refused(d, sink, ev);
+		swallow(d, lit, size);
+		return n;
+	}
+	pos = tl + dialog_spaces(in + tl, end - tl);
+	cmd = in + pos;
+	cl = dialog_word_len(cmd, end - pos);
+	pos += cl;
+	pos += dialog_spaces(in + pos, end - pos);
+	args = in + pos;
+	al = end - pos;
 	if (d->phase == PH_PRE_TLS) {
-		if (lit == LIT_NONSYNC) {
-			dialog_fail(d, sink, DIALOG_END_PROTOCOL,
-			    "literal before STARTTLS", ev);
-		} else if (lit == LIT_SYNC) {
+		if (lit == LIT_SYNC) {
 			dialog_say(sink,
 			    "%.*s BAD Literals are not accepted before "
 			    "STARTTLS.\r\n",
@@ -243,9 +299,10 @@ command(struct dialog *d, const char *in, size_t len,
 		}
 		return n;
 	}
-	post_tls(d, in, n, in, tl, cmd, cl, args, al, sink, ev);
-	if (d->phase == PH_WAIT)
+	if (post_tls(d, in, n, in, tl, cmd, cl, args, al, sink, ev))
 		after_line(d, lit, size);
+	else
+		swallow(d, lit, size);
 	return n;
 }
 
@@ -264,7 +321,8 @@ imap_client(struct dialog *d, const char *in, size_t len,
 		return command(d, in, len, sink, ev);
 	case PH_LITERAL:
 		n = len < d->client_left ? len : (size_t)d->client_left;
-		dialog_to_backend(sink, in, n);
+		if (!d->swallow)
+			dialog_to_backend(sink, in, n);
 		d->client_left -= n;
 		if (d->client_left == 0)
 			d->phase = PH_REST;
@@ -275,7 +333,8 @@ imap_client(struct dialog *d, const char *in, size_t len,
 		if (ln <= 0)
 			return 0;
 		n = (size_t)ln;
-		dialog_to_backend(sink, in, n);
+		if (!d->swallow)
+			dialog_to_backend(sink, in, n);
 		if (d->phase == PH_MORE) {
 			/* A SASL response: data, never a command. */
 			d->phase = PH_WAIT;
@@ -287,7 +346,10 @@ imap_client(struct dialog *d, const char *in, size_t len,
 			    "bad or too large literal", ev);
 			return n;
 		}
-		after_line(d, lit, size);
+		if (d->swallow)
+			swallow(d, lit, size);
+		else
+			after_line(d, lit, size);
 		return n;
 	case PH_HANDSHAKE:
 	case PH_GREETING:

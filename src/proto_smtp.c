@@ -144,6 +144,28 @@ forward(struct dialog *d, const char *line, size_t n, const char *cmd,
 	d->phase = PH_WAIT;
 }
 
+/* A verb as RFC 5321 writes it: letters, digits and '-', then a space or
+ * the line end. Postfix also reads quotes, backslashes, tabs and leading
+ * blanks, so " STARTTLS" or "\"XCLIENT\"" would be the verb to it and
+ * not to a plain comparison: before authentication such lines are
+ * refused, never forwarded. */
+static bool
+verb_ok(const char *cmd, size_t cl)
+{
+	size_t i;
+
+	if (cl == 0)
+		return false;
+	for (i = 0; i < cl; i++) {
+		unsigned char c = (unsigned char)cmd[i];
+
+		if (!(c >= 'A' && c <= 'Z') && !(c >= 'a' && c <= 'z') &&
+		    !(c >= '0' && c <= '9') && c != '-')
+			return false;
+	}
+	return true;
+}
+
 size_t
 smtp_client(struct dialog *d, const char *in, size_t len,
     const struct dialog_sink *sink, enum dialog_event *ev)
@@ -179,6 +201,11 @@ smtp_client(struct dialog *d, const char *in, size_t len,
 	cmd = in;
 	cl = dialog_word_len(cmd, end);
 	pos = cl + dialog_spaces(in + cl, end - cl);
+	if (!verb_ok(cmd, cl)) {
+		dialog_say(sink, "500 5.5.2 Error: bad syntax\r\n");
+		dialog_refused(d, sink, ev);
+		return n;
+	}
 	if (d->phase == PH_READY) {
 		forward(d, in, n, cmd, cl, sink, ev);
 		return n;
@@ -194,7 +221,9 @@ static bool
 reply_add(struct dialog *d, const char *code, const char *text, size_t n,
     char sep)
 {
-	size_t need = d->reply_len + 4 + n + 2;
+	/* A last line with the code alone ("250") stays as it came. */
+	size_t sl = n > 0 || sep == '-' ? 1 : 0;
+	size_t need = d->reply_len + 3 + sl + n + 2;
 	char *p;
 
 	if (need > REPLY_MAX)
@@ -209,8 +238,8 @@ reply_add(struct dialog *d, const char *code, const char *text, size_t n,
 	p = d->reply + d->reply_len;
 	memcpy(p, code, 3);
 	p[3] = sep;
-	memcpy(p + 4, text, n);
-	memcpy(p + 4 + n, "\r\n", 2);
+	memcpy(p + 3 + sl, text, n);
+	memcpy(p + 3 + sl + n, "\r\n", 2);
 	d->reply_last = d->reply_len + 3;
 	d->reply_len = need;
 	return true;
