@@ -272,8 +272,13 @@ dialog_from_client(struct session *s)
 			return false;
 		in = s->ssl != NULL ? s->plain_in : c->in;
 		len = in != NULL ? buf_chunk_len(in) : 0;
-		if (len == 0)
+		if (len == 0) {
+			/* SSL_read may have answered alone: a refused
+			 * renegotiation's alert, a KeyUpdate. */
+			if (s->tls_up && s->state != SESSION_CLOSING)
+				relay_flush(c);
 			return false;
+		}
 		n = dialog_client(s->dialog, in->data + in->start, len,
 		    &s->sink, &ev);
 		in->start += n;
