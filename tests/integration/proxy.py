@@ -279,6 +279,28 @@ class ProxyTestCase(mailenv.DumpLogsOnFailure, unittest.TestCase):
     def proxy(self, **kwargs):
         return Mailproxy(self.env, self.ca, **kwargs)
 
+    @classmethod
+    def seed(cls, size, subject):
+        """A generated message put in the test user's INBOX."""
+        message = mailenv.make_message(size, subject)
+        cls.env.seed_message(message)
+        return message
+
+    def assertPop3RetrExact(self, pop, message, direct_lines):
+        """Logs pop in; its one message is message, byte for byte, and
+        reads as it does straight from Dovecot."""
+        pop.user(self.env.user)
+        pop.pass_(self.env.password)
+        count, size = pop.stat()
+        self.assertEqual(count, 1)
+        self.assertEqual(size, len(mailenv.to_crlf(message)))
+        resp, lines, _ = pop.retr(1)
+        self.assertTrue(resp.startswith(b"+OK"))
+        self.assertEqual(lines, direct_lines)
+        # poplib undoes dot-stuffing and splits on CRLF.
+        self.assertEqual(b"\r\n".join(lines) + b"\r\n",
+                         mailenv.to_crlf(message))
+
     def curl(self, url, *args, login=True, data=None):
         """curl against a listener, trusting the test CA; returns the
         finished process (stdout bytes)."""

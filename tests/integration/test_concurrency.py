@@ -23,8 +23,7 @@ class ConcurrencyTest(ProxyTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.message = mailenv.make_message(256 * 1024, "shared message")
-        cls.env.seed_message(cls.message)
+        cls.message = cls.seed(256 * 1024, "shared message")
 
     def test_200_sessions_at_once(self):
         expected = mailenv.to_crlf(self.message)

@@ -19,10 +19,8 @@ class ImapsTest(ProxyTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.message = mailenv.make_message(BIG, "five megabytes")
-        cls.env.seed_message(cls.message)
-        cls.small = mailenv.make_message(2000, "small one")
-        cls.env.seed_message(cls.small)
+        cls.message = cls.seed(BIG, "five megabytes")
+        cls.small = cls.seed(2000, "small one")
 
     def direct_fetch(self):
         imap = self.env.imap_login()

@@ -16,8 +16,7 @@ class Pop3sTest(ProxyTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.message = mailenv.make_message(BIG, "five megabytes pop")
-        cls.env.seed_message(cls.message)
+        cls.message = cls.seed(BIG, "five megabytes pop")
 
     def test_poplib_login_list_retr_exact(self):
         direct = self.env.pop3_login()
@@ -28,17 +27,7 @@ class Pop3sTest(ProxyTestCase):
                                   context=self.ca.client_context(),
                                   timeout=60)
             self.assertTrue(pop.getwelcome().startswith(b"+OK"))
-            pop.user(self.env.user)
-            pop.pass_(self.env.password)
-            count, size = pop.stat()
-            self.assertEqual(count, 1)
-            self.assertEqual(size, len(mailenv.to_crlf(self.message)))
-            resp, lines, octets = pop.retr(1)
-            self.assertTrue(resp.startswith(b"+OK"))
-            self.assertEqual(lines, direct_lines)
-            # poplib undoes dot-stuffing and splits on CRLF.
-            self.assertEqual(b"\r\n".join(lines) + b"\r\n",
-                             mailenv.to_crlf(self.message))
+            self.assertPop3RetrExact(pop, self.message, direct_lines)
             pop.quit()
             self.assertStopsCleanly(mp)
         line, = mp.sessions()

@@ -22,8 +22,7 @@ class SigtermTest(ProxyTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.message = mailenv.make_message(BIG, "drain me")
-        cls.env.seed_message(cls.message)
+        cls.message = cls.seed(BIG, "drain me")
 
     def login(self, mp):
         imap = imaplib.IMAP4_SSL("localhost", mp.port("imaps"),
