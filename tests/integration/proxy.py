@@ -279,6 +279,17 @@ class ProxyTestCase(mailenv.DumpLogsOnFailure, unittest.TestCase):
     def proxy(self, **kwargs):
         return Mailproxy(self.env, self.ca, **kwargs)
 
+    def server_log(self, which, since, text, timeout=10):
+        """The "dovecot" or "postfix" log from since, once text is in it:
+        both servers log through their own processes, a moment after the
+        client has its answer. After timeout, the log as it is."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.env.read_log(which, since)
+            if text in log or time.monotonic() > deadline:
+                return log
+            time.sleep(0.05)
+
     @classmethod
     def seed(cls, size, subject):
         """A generated message put in the test user's INBOX."""

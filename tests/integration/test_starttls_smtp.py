@@ -107,7 +107,7 @@ class StarttlsSmtpTest(StarttlsCase):
         finally:
             mp.stop()
         self.assertIn("sasl_method=PLAIN, sasl_username=alice",
-                      self.env.read_log("postfix", since))
+                      self.server_log("postfix", since, "sasl_username="))
         line, = mp.sessions(listener="submission")
         self.assertEqual(line["tls"], "TLSv1.3")
         self.assertCounts(line, starttls="yes", discarded=0, refused=1)
@@ -138,7 +138,7 @@ class StarttlsSmtpTest(StarttlsCase):
         finally:
             mp.stop()
         self.assertIn("sasl_username=alice",
-                      self.env.read_log("postfix", since))
+                      self.server_log("postfix", since, "sasl_username="))
         line, = mp.sessions(listener="submission")
         self.assertCounts(line, starttls="yes", discarded=0, refused=0)
         self.assertNormalEnd(line)
