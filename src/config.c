@@ -51,6 +51,7 @@ enum opt_type {
 	OPT_HOSTNAME, /* char *, a DNS host name */
 	OPT_LISTEN,   /* the listener's address list; may repeat */
 	OPT_BACKEND,  /* struct config_backend */
+	OPT_CIDRS,    /* trusted_proxies: networks; may repeat */
 };
 
 struct option {
@@ -66,6 +67,7 @@ static const char *const tls_mode_words[] = {"implicit", "starttls", NULL};
 static const char *const starttls_words[] = {"required", "optional", NULL};
 static const char *const tls_version_words[] = {"TLSv1.2", "TLSv1.3", NULL};
 static const char *const log_format_words[] = {"text", "json", NULL};
+static const char *const proxy_protocol_words[] = {"off", "v1", "v2", NULL};
 static const char *const log_level_words[] = {"error", "warning", "info",
     "debug", NULL};
 
@@ -132,6 +134,12 @@ static const struct option listener_options[] = {
         SEC(86400)),
     OPT_TIME(config_listener, "timeout_linger", timeout_linger_ms, 100,
         SEC(86400)),
+    OPT_WORDS(config_listener, "proxy_protocol", proxy_protocol,
+        proxy_protocol_words),
+    OPT(config_listener, "accept_proxy", OPT_BOOL, accept_proxy),
+    OPT(config_listener, "trusted_proxies", OPT_CIDRS, trusted_proxies),
+    OPT_TIME(config_listener, "timeout_proxy", timeout_proxy_ms, 100,
+        SEC(3600)),
     {NULL, 0, 0, 0, NULL, 0, 0},
 };
 
@@ -522,6 +530,131 @@ parse_listen(struct loader *ld, struct config_listener *l, const char *value)
 	free(copy);
 }
 
+int
+config_parse_cidr(const char *s, struct config_cidr *out)
+{
+	char buf[INET6_ADDRSTRLEN + 8], *slash, *end;
+	unsigned long bits;
+	unsigned i, max;
+
+	if (strlen(s) >= sizeof(buf))
+		return ERROR_SYNTAX;
+	strcpy(buf, s);
+	slash = strchr(buf, '/');
+	if (slash != NULL)
+		*slash++ = '\0';
+	memset(out, 0, sizeof(*out));
+	if (inet_pton(AF_INET, buf, out->addr) == 1) {
+		out->family = AF_INET;
+		max = 32;
+	} else if (inet_pton(AF_INET6, buf, out->addr) == 1) {
+		out->family = AF_INET6;
+		max = 128;
+	} else {
+		return ERROR_SYNTAX;
+	}
+	bits = max;
+	if (slash != NULL) {
+		errno = 0;
+		bits = strtoul(slash, &end, 10);
+		if (!isdigit((unsigned char)slash[0]) || *end != '\0' ||
+		    errno != 0)
+			return ERROR_SYNTAX;
+		if (bits > max)
+			return ERROR_RANGE;
+	}
+	out->bits = (unsigned)bits;
+	for (i = out->bits; i < max; i++)
+		out->addr[i / 8] &= (uint8_t) ~(0x80u >> (i % 8));
+	return 0;
+}
+
+static bool
+cidr_contains(const struct config_cidr *net, const uint8_t *addr)
+{
+	unsigned full = net->bits / 8, rest = net->bits % 8;
+	uint8_t mask;
+
+	if (memcmp(net->addr, addr, full) != 0)
+		return false;
+	if (rest == 0)
+		return true;
+	mask = (uint8_t)(0xff00u >> rest);
+	return (addr[full] & mask) == net->addr[full];
+}
+
+bool
+config_cidr_match(const struct config_cidr *nets, size_t n,
+    const struct sockaddr *sa)
+{
+	static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff,
+	    0xff};
+	const uint8_t *a4 = NULL, *a6 = NULL;
+	size_t i;
+
+	if (sa->sa_family == AF_INET) {
+		a4 = (const uint8_t *)&(
+		    (const struct sockaddr_in *)(const void *)sa)
+		         ->sin_addr;
+	} else if (sa->sa_family == AF_INET6) {
+		a6 = (const uint8_t *)&(
+		    (const struct sockaddr_in6 *)(const void *)sa)
+		         ->sin6_addr;
+		/* A dual-stack socket sees IPv4 peers as ::ffff:a.b.c.d. */
+		if (memcmp(a6, mapped, sizeof(mapped)) == 0)
+			a4 = a6 + 12;
+	}
+	for (i = 0; i < n; i++) {
+		if (nets[i].family == AF_INET && a4 != NULL &&
+		    cidr_contains(&nets[i], a4))
+			return true;
+		if (nets[i].family == AF_INET6 && a6 != NULL &&
+		    cidr_contains(&nets[i], a6))
+			return true;
+	}
+	return false;
+}
+
+static void
+parse_cidrs(struct loader *ld, struct config_listener *l, const char *value)
+{
+	char *copy = strdup(value), *item, *save = NULL;
+	struct config_cidr net, *grown;
+	bool any = false;
+	int r;
+
+	if (copy == NULL) {
+		error_at(ld, ld->lineno, "out of memory");
+		return;
+	}
+	for (item = strtok_r(copy, ", \t", &save); item != NULL;
+	     item = strtok_r(NULL, ", \t", &save)) {
+		any = true;
+		r = config_parse_cidr(item, &net);
+		if (r != 0) {
+			error_at(ld, ld->lineno,
+			    "trusted_proxies: '%s' is not an address or "
+			    "network (10.0.0.0/8, 2001:db8::/32, 127.0.0.1)%s",
+			    item,
+			    r == ERROR_RANGE ? "; the prefix is at most 32 "
+			                       "(IPv4) or 128 (IPv6)" :
+			                       "");
+			continue;
+		}
+		grown = realloc(l->trusted_proxies,
+		    (l->trusted_proxies_count + 1) * sizeof(*grown));
+		if (grown == NULL) {
+			error_at(ld, ld->lineno, "out of memory");
+			break;
+		}
+		l->trusted_proxies = grown;
+		l->trusted_proxies[l->trusted_proxies_count++] = net;
+	}
+	if (!any)
+		error_at(ld, ld->lineno, "trusted_proxies: no network given");
+	free(copy);
+}
+
 static void
 parse_backend(struct loader *ld, struct config_backend *b, const char *value)
 {
@@ -679,6 +812,9 @@ apply_option(struct loader *ld, const struct option *opt, void *base,
 	case OPT_BACKEND:
 		parse_backend(ld, (struct config_backend *)field, value);
 		return;
+	case OPT_CIDRS:
+		parse_cidrs(ld, (struct config_listener *)base, value);
+		return;
 	}
 }
 
@@ -750,7 +886,7 @@ on_ini_value(void *user, const char *section, const char *name,
 		if (opt->type == OPT_LIST)
 			(void)append_list(ld,
 			    (char **)((char *)base + opt->offset), value);
-		else if (opt->type == OPT_LISTEN)
+		else if (opt->type == OPT_LISTEN || opt->type == OPT_CIDRS)
 			apply_option(ld, opt, base, value);
 		else
 			error_at(ld, ld->lineno,
@@ -759,7 +895,8 @@ on_ini_value(void *user, const char *section, const char *name,
 			    name);
 		return 1;
 	}
-	if ((*set & (UINT64_C(1) << index)) != 0 && opt->type != OPT_LISTEN) {
+	if ((*set & (UINT64_C(1) << index)) != 0 && opt->type != OPT_LISTEN &&
+	    opt->type != OPT_CIDRS) {
 		error_at(ld, ld->lineno, "'%s' is set twice in this section",
 		    name);
 		ld->skip_continuation = true;
@@ -1031,6 +1168,21 @@ validate_listener(struct loader *ld, struct config_listener *l, size_t index)
 		l->timeout_idle_ms = proto_default_idle_ms(l->protocol);
 	if (!is_set(t, l->set, "timeout_linger"))
 		l->timeout_linger_ms = SEC(30);
+	/* Postfix's smtpd_upstream_proxy_timeout. */
+	if (!is_set(t, l->set, "timeout_proxy"))
+		l->timeout_proxy_ms = SEC(5);
+	if (l->accept_proxy && l->trusted_proxies_count == 0)
+		error_at(ld, l->loc.line,
+		    "[listener %s]: accept_proxy = yes needs "
+		    "'trusted_proxies', the load balancers' addresses",
+		    l->name);
+	if (!l->accept_proxy &&
+	    (is_set(t, l->set, "trusted_proxies") ||
+	        is_set(t, l->set, "timeout_proxy")))
+		error_at(ld, l->loc.line,
+		    "[listener %s]: 'trusted_proxies' and 'timeout_proxy' "
+		    "are for accept_proxy = yes",
+		    l->name);
 
 	/* Two sockets on one address would split its connections. */
 	for (j = 0; j < l->listen_count; j++) {
@@ -1127,6 +1279,7 @@ config_free(struct config *cfg)
 		free(l->key);
 		free(l->server_name);
 		free(l->greeting);
+		free(l->trusted_proxies);
 	}
 	free(cfg->listeners);
 	free(cfg->tls.certificate);

@@ -94,6 +94,21 @@ struct config_tls {
 	uint64_t set; /* bit i: option i of the [tls] table was given */
 };
 
+/* The PROXY protocol header mailproxy sends to the backend. The order is
+ * proxy_protocol.h's enum proxy_version. */
+enum config_proxy_protocol {
+	CONFIG_PROXY_OFF,
+	CONFIG_PROXY_V1,
+	CONFIG_PROXY_V2,
+};
+
+/* One network of trusted_proxies: "10.0.0.0/8", "::1". */
+struct config_cidr {
+	sa_family_t family; /* AF_INET or AF_INET6 */
+	uint8_t addr[16];   /* network order, host bits cleared */
+	unsigned bits;
+};
+
 struct config_listener {
 	char *name;
 	struct config_loc loc; /* the [listener NAME] line */
@@ -113,6 +128,11 @@ struct config_listener {
 	uint64_t timeout_connect_ms;
 	uint64_t timeout_idle_ms;
 	uint64_t timeout_linger_ms; /* idle limit once one side is done */
+	uint64_t timeout_proxy_ms;  /* for a load balancer's PROXY header */
+	enum config_proxy_protocol proxy_protocol;
+	bool accept_proxy; /* a PROXY header comes first from the client */
+	struct config_cidr *trusted_proxies;
+	size_t trusted_proxies_count;
 	uint64_t set;
 };
 
@@ -180,5 +200,14 @@ int config_parse_duration(const char *s, uint64_t *ms_out);
 
 /* "1.2.3.4:993" or "[::1]:993" -> address; text_out normalised. */
 int config_parse_addr(const char *s, struct config_addr *out);
+
+/* "10.0.0.0/8", "2001:db8::/32", "127.0.0.1" (a host) -> network; the
+ * host bits are cleared, as nginx's set_real_ip_from does. */
+int config_parse_cidr(const char *s, struct config_cidr *out);
+
+/* Whether sa (IPv4, IPv6 or IPv4-mapped IPv6) is in one of the n
+ * networks. */
+bool config_cidr_match(const struct config_cidr *nets, size_t n,
+    const struct sockaddr *sa);
 
 #endif

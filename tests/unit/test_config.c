@@ -2,6 +2,7 @@
  * config: every error a file can contain is reported with file and line;
  * a valid file gives the values and defaults the README documents.
  */
+#include <arpa/inet.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -203,6 +204,40 @@ static const struct error_case error_cases[] = {
         "[global]: user 'no-such-user-mailproxy' does not exist"},
     {"group without user", "[global]\ngroup = root\n" TLS_OK LISTENER_OK, 0,
         "[global]: 'group' is set without 'user'"},
+    {"bad proxy_protocol", TLS_OK LISTENER_OK "proxy_protocol = v3\n", 8,
+        "proxy_protocol: 'v3' is not one of off, v1 or v2"},
+    {"accept_proxy without trusted_proxies",
+        TLS_OK LISTENER_OK "accept_proxy = yes\n", 4,
+        "[listener imaps]: accept_proxy = yes needs 'trusted_proxies', the "
+        "load balancers' addresses"},
+    {"trusted_proxies without accept_proxy",
+        TLS_OK LISTENER_OK "trusted_proxies = 10.0.0.0/8\n", 4,
+        "[listener imaps]: 'trusted_proxies' and 'timeout_proxy' are for "
+        "accept_proxy = yes"},
+    {"timeout_proxy without accept_proxy",
+        TLS_OK LISTENER_OK "timeout_proxy = 2s\n", 4,
+        "[listener imaps]: 'trusted_proxies' and 'timeout_proxy' are for "
+        "accept_proxy = yes"},
+    {"trusted_proxies host name",
+        TLS_OK LISTENER_OK "accept_proxy = yes\n"
+                           "trusted_proxies = 10.0.0.0/8, lb.example\n",
+        9,
+        "trusted_proxies: 'lb.example' is not an address or network "
+        "(10.0.0.0/8, 2001:db8::/32, 127.0.0.1)"},
+    {"trusted_proxies prefix too long",
+        TLS_OK LISTENER_OK "accept_proxy = yes\n"
+                           "trusted_proxies = 10.0.0.0/33\n",
+        9,
+        "trusted_proxies: '10.0.0.0/33' is not an address or network "
+        "(10.0.0.0/8, 2001:db8::/32, 127.0.0.1); the prefix is at most 32 "
+        "(IPv4) or 128 (IPv6)"},
+    {"trusted_proxies empty prefix",
+        TLS_OK LISTENER_OK "accept_proxy = yes\n"
+                           "trusted_proxies = ::1/\n",
+        9, "trusted_proxies: '::1/' is not an address or network"},
+    {"trusted_proxies empty",
+        TLS_OK LISTENER_OK "accept_proxy = yes\ntrusted_proxies = ,\n", 9,
+        "trusted_proxies: no network given"},
 };
 
 /* Returns whether the case passed; prints why not. */
@@ -400,7 +435,12 @@ test_config_load_valid_file(void **state)
 	           "listen = 127.0.0.1:465\n"
 	           "backend = unix:/run/postfix/smtpd\n"
 	           "timeout_idle = 2m\n"
-	           "timeout_linger = 500ms\n",
+	           "timeout_linger = 500ms\n"
+	           "proxy_protocol = v2\n"
+	           "accept_proxy = yes\n"
+	           "trusted_proxies = 10.1.2.3/8\n"
+	           "    ::1, 2001:db8::/32\n"
+	           "timeout_proxy = 2s\n",
 	    &errors);
 	if (cfg == NULL)
 		fail_msg("%s", errors);
@@ -452,6 +492,17 @@ test_config_load_valid_file(void **state)
 	assert_string_equal(l->backend.path, "/run/postfix/smtpd");
 	assert_int_equal(l->timeout_idle_ms, 120000);
 	assert_int_equal(l->timeout_linger_ms, 500);
+	assert_int_equal(l->proxy_protocol, CONFIG_PROXY_V2);
+	assert_true(l->accept_proxy);
+	assert_int_equal(l->timeout_proxy_ms, 2000);
+	assert_int_equal(l->trusted_proxies_count, 3);
+	/* Host bits are cleared. */
+	assert_int_equal(l->trusted_proxies[0].addr[1], 0);
+	assert_int_equal(l->trusted_proxies[0].bits, 8);
+	assert_int_equal(l->trusted_proxies[1].bits, 128);
+	assert_int_equal(cfg->listeners[0].proxy_protocol, CONFIG_PROXY_OFF);
+	assert_false(cfg->listeners[0].accept_proxy);
+	assert_int_equal(cfg->listeners[0].timeout_proxy_ms, 5000);
 	assert_null(errors);
 
 	assert_ptr_equal(config_ref(cfg), cfg);
@@ -594,6 +645,61 @@ in_readme_table(const char *readme, const char *name)
 
 /* The option tables are the source; the README's reference and the
  * example file must name every key (STYLE.md §9). */
+static bool
+matches(const struct config_cidr *nets, size_t n, const char *ip)
+{
+	struct sockaddr_in6 in6;
+	struct sockaddr_in in;
+
+	memset(&in, 0, sizeof(in));
+	memset(&in6, 0, sizeof(in6));
+	if (inet_pton(AF_INET, ip, &in.sin_addr) == 1) {
+		in.sin_family = AF_INET;
+		return config_cidr_match(nets, n, (struct sockaddr *)&in);
+	}
+	assert_int_equal(inet_pton(AF_INET6, ip, &in6.sin6_addr), 1);
+	in6.sin6_family = AF_INET6;
+	return config_cidr_match(nets, n, (struct sockaddr *)&in6);
+}
+
+static void
+test_config_cidr_parse_and_match(void **state)
+{
+	struct config_cidr nets[4];
+
+	(void)state;
+	assert_int_equal(config_parse_cidr("10.0.0.0/8", &nets[0]), 0);
+	assert_int_equal(config_parse_cidr("192.168.1.77/30", &nets[1]), 0);
+	assert_int_equal(config_parse_cidr("2001:db8::/33", &nets[2]), 0);
+	assert_int_equal(config_parse_cidr("::1", &nets[3]), 0);
+	assert_int_equal(nets[1].addr[3], 76);
+	assert_true(matches(nets, 4, "10.255.0.1"));
+	assert_false(matches(nets, 4, "11.0.0.1"));
+	assert_true(matches(nets, 4, "192.168.1.79"));
+	assert_false(matches(nets, 4, "192.168.1.80"));
+	assert_true(matches(nets, 4, "2001:db8:7fff::1"));
+	assert_false(matches(nets, 4, "2001:db8:8000::1"));
+	assert_true(matches(nets, 4, "::1"));
+	assert_false(matches(nets, 4, "::2"));
+	/* A dual-stack socket's view of an IPv4 peer. */
+	assert_true(matches(nets, 4, "::ffff:10.1.2.3"));
+	assert_false(matches(nets, 4, "::ffff:11.1.2.3"));
+	/* An IPv4 network never matches a native IPv6 address. */
+	assert_false(matches(nets, 1, "::a01:203"));
+	assert_int_equal(config_parse_cidr("0.0.0.0/0", &nets[0]), 0);
+	assert_true(matches(nets, 1, "203.0.113.9"));
+	assert_false(matches(nets, 1, "2001:db8::1"));
+	assert_int_equal(config_parse_cidr("10.0.0.0/33", &nets[0]),
+	    ERROR_RANGE);
+	assert_int_equal(config_parse_cidr("::/129", &nets[0]), ERROR_RANGE);
+	assert_int_equal(config_parse_cidr("10.0.0/8", &nets[0]), ERROR_SYNTAX);
+	assert_int_equal(config_parse_cidr("10.0.0.0/-1", &nets[0]),
+	    ERROR_SYNTAX);
+	assert_int_equal(config_parse_cidr("10.0.0.0/8x", &nets[0]),
+	    ERROR_SYNTAX);
+	assert_int_equal(config_parse_cidr("", &nets[0]), ERROR_SYNTAX);
+}
+
 static void
 test_config_keys_are_documented(void **state)
 {
@@ -643,6 +749,7 @@ main(void)
 	    cmocka_unit_test(test_config_load_defaults),
 	    cmocka_unit_test(test_config_parse_duration_cases),
 	    cmocka_unit_test(test_config_parse_addr_cases),
+	    cmocka_unit_test(test_config_cidr_parse_and_match),
 	    cmocka_unit_test(test_config_keys_are_documented),
 	};
 	int r;
