@@ -240,6 +240,7 @@ log_session_format(const struct log_session *f, enum config_log_format format,
 	field_str(&w, "proto", f->proto);
 	field_str(&w, "client", f->client);
 	field_str(&w, "local", f->local);
+	field_str(&w, "proxy", f->proxy);
 	field_str(&w, "backend", f->backend);
 	field_str(&w, "backend_addr", f->backend_addr);
 	field_str(&w, "tls", f->tls_version);

@@ -453,6 +453,17 @@ process_input(struct side *x)
 	struct session *s = x->session;
 
 	switch (s->state) {
+	case SESSION_PROXY:
+		if (!is_client(x))
+			break;
+		session_proxy_header(s);
+		/* What came with the header is the client's first bytes. */
+		if (s->state != SESSION_PROXY && s->state != SESSION_CLOSING &&
+		    x->in != NULL && buf_chunk_len(x->in) > 0) {
+			process_input(x);
+			return;
+		}
+		break;
 	case SESSION_PLAIN:
 		if (is_client(x))
 			from_client(s);
@@ -538,6 +549,11 @@ on_eof(struct side *x)
 
 	if (!is_client(x)) {
 		backend_done(s);
+		return;
+	}
+	if (s->state == SESSION_PROXY && x->bytes_in > 0) {
+		session_close(s, SESSION_END_PROXY_ERROR,
+		    "truncated PROXY protocol header");
 		return;
 	}
 	if (s->ssl == NULL) {

@@ -24,6 +24,7 @@
 
 #include "mailproxy/log.h"
 #include "mailproxy/proto.h"
+#include "mailproxy/proxy_protocol.h"
 #include "mailproxy/relay.h"
 #include "mailproxy/worker.h"
 
@@ -31,6 +32,7 @@
 #define FLUSH_TIMEOUT_MS 5000
 
 static const char *const state_names[SESSION_STATE_COUNT_] = {
+    [SESSION_PROXY] = "proxy",
     [SESSION_PLAIN] = "plain",
     [SESSION_HANDSHAKE] = "handshake",
     [SESSION_RESOLVE] = "resolve",
@@ -76,6 +78,8 @@ state_timeout(const struct session *s)
 	const struct config_listener *conf = s->listener->conf;
 
 	switch (s->state) {
+	case SESSION_PROXY:
+		return conf->timeout_proxy_ms;
 	case SESSION_PLAIN:
 	case SESSION_HANDSHAKE:
 		return conf->timeout_handshake_ms;
@@ -152,7 +156,7 @@ static void
 write_log(struct session *s, const char *event)
 {
 	char id[48], client[CONFIG_ADDR_TEXT], local[CONFIG_ADDR_TEXT];
-	char backend_addr[CONFIG_ADDR_TEXT];
+	char backend_addr[CONFIG_ADDR_TEXT], proxy[CONFIG_ADDR_TEXT];
 	struct log_session f;
 	memset(&f, 0, sizeof(f));
 	(void)snprintf(id, sizeof(id), "%08x-%u-%llu", process_tag,
@@ -165,6 +169,10 @@ write_log(struct session *s, const char *event)
 	f.proto = proto_name(s->listener->conf->protocol);
 	f.client = client;
 	f.local = local;
+	if (s->proxy_addr.sa.sa_family != AF_UNSPEC) {
+		format_addr(&s->proxy_addr, proxy, sizeof(proxy));
+		f.proxy = proxy;
+	}
 	f.backend = s->listener->conf->backend.text;
 	if (s->backend_addr.sa.sa_family != AF_UNSPEC) {
 		format_addr(&s->backend_addr, backend_addr,
@@ -333,6 +341,7 @@ void
 session_shutdown(struct session *s)
 {
 	switch (s->state) {
+	case SESSION_PROXY:
 	case SESSION_HANDSHAKE:
 		session_close(s, SESSION_END_SHUTDOWN, NULL);
 		break;
@@ -374,6 +383,39 @@ connect_failed(struct session *s, int status)
 	    uv_strerror(status));
 }
 
+/*
+ * The PROXY header goes first on the backend connection, whole in one
+ * write, before any byte of the client's: nothing was queued for the
+ * backend before it connected. With late connect the client is already
+ * on TLS on a STARTTLS listener, so the header can say so.
+ */
+static bool
+send_proxy_header(struct session *s)
+{
+	enum config_proxy_protocol v = s->listener->conf->proxy_protocol;
+	struct proxy_tls tls = {NULL, NULL, NULL};
+	uint8_t header[PROXY_HEADER_MAX];
+	struct side *b = &s->backend;
+	size_t len;
+
+	if (v == CONFIG_PROXY_OFF)
+		return true;
+	if (s->tls_up) {
+		tls.version = SSL_get_version(s->ssl);
+		tls.cipher = SSL_get_cipher_name(s->ssl);
+		tls.sni = SSL_get_servername(s->ssl, TLSEXT_NAMETYPE_host_name);
+	}
+	len = proxy_encode(v == CONFIG_PROXY_V1 ? PROXY_V1 : PROXY_V2,
+	    &s->client_addr.sa, &s->local_addr.sa, &tls, header);
+	if (buf_queue_append(&b->out, &s->worker->pool, (const char *)header,
+	        len) != 0) {
+		session_close(s, SESSION_END_NO_MEMORY, NULL);
+		return false;
+	}
+	relay_flush(b);
+	return s->state == SESSION_RELAY;
+}
+
 static void
 on_backend_connect(uv_connect_t *req, int status)
 {
@@ -393,6 +435,8 @@ on_backend_connect(uv_connect_t *req, int status)
 		(void)uv_tcp_nodelay(&s->backend.h.tcp, 1);
 	session_touch(s);
 	set_state(s, SESSION_RELAY);
+	if (!send_proxy_header(s))
+		return;
 	relay_start(s);
 }
 
@@ -583,6 +627,7 @@ on_timer(uv_timer_t *t)
 	case SESSION_PLAIN:
 		session_finish(s, -1, SESSION_END_TIMEOUT, NULL);
 		break;
+	case SESSION_PROXY:
 	case SESSION_HANDSHAKE:
 		session_close(s, SESSION_END_TIMEOUT, NULL);
 		break;
@@ -626,6 +671,8 @@ session_linger(struct session *s)
 		(void)uv_timer_start(&s->timer, on_timer,
 		    conf->timeout_linger_ms, 0);
 }
+
+static void session_begin(struct session *s);
 
 void
 session_accept(struct worker *w, struct worker_listener *l, uv_stream_t *server)
@@ -673,6 +720,55 @@ session_accept(struct worker *w, struct worker_listener *l, uv_stream_t *server)
 	len = sizeof(s->local_addr);
 	(void)uv_tcp_getsockname(&s->client.h.tcp, &s->local_addr.sa, &len);
 	(void)uv_tcp_nodelay(&s->client.h.tcp, 1);
+	if (l->conf->accept_proxy) {
+		/* The peer is the load balancer; who the client is, its
+		 * header says, once it has been read. */
+		s->proxy_addr = s->client_addr;
+		if (!config_cidr_match(l->conf->trusted_proxies,
+		        l->conf->trusted_proxies_count, &s->client_addr.sa)) {
+			set_state(s, SESSION_PROXY);
+			session_close(s, SESSION_END_PROXY_ERROR,
+			    "address not in trusted_proxies");
+			return;
+		}
+		set_state(s, SESSION_PROXY);
+		(void)relay_read_start(&s->client);
+		return;
+	}
+	session_begin(s);
+}
+
+void
+session_proxy_header(struct session *s)
+{
+	struct buf_chunk *in = s->client.in;
+	struct proxy_header h;
+	const char *why = NULL;
+	enum proxy_status st;
+
+	st = proxy_decode((const uint8_t *)in->data + in->start,
+	    buf_chunk_len(in), &h, &why);
+	if (st == PROXY_NEED_MORE)
+		return;
+	if (st == PROXY_BAD) {
+		session_close(s, SESSION_END_PROXY_ERROR, why);
+		return;
+	}
+	in->start += h.len;
+	if (!h.local) {
+		memcpy(&s->client_addr, &h.src, sizeof(s->client_addr));
+		memcpy(&s->local_addr, &h.dst, sizeof(s->local_addr));
+	}
+	session_begin(s);
+}
+
+/* The session proper, once the client is known. */
+static void
+session_begin(struct session *s)
+{
+	struct worker *w = s->worker;
+	struct worker_listener *l = s->listener;
+
 	if (w->cfg->log_connect)
 		write_log(s, "connect");
 

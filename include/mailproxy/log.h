@@ -28,6 +28,7 @@ struct log_session {
 	const char *proto;
 	const char *client; /* ip:port */
 	const char *local;  /* the listening address it came in on */
+	const char *proxy;  /* the load balancer that sent a PROXY header */
 	const char *backend;
 	const char *backend_addr; /* the address connected (or last tried) */
 	const char *tls_version;

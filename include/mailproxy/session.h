@@ -31,6 +31,7 @@ struct worker_listener;
 #define SESSION_MAGIC 0x5e55101u
 
 enum session_state {
+	SESSION_PROXY,     /* reading a load balancer's PROXY header */
 	SESSION_PLAIN,     /* STARTTLS listener: mailproxy talks, no TLS yet */
 	SESSION_HANDSHAKE, /* TLS handshake with the client */
 	SESSION_RESOLVE,   /* looking up the backend's host name */
@@ -54,6 +55,7 @@ enum session_state {
 	X(BACKEND_UNREACHABLE, "backend_unreachable")                          \
 	X(SHUTDOWN, "shutdown")                                                \
 	X(PROTOCOL_ERROR, "protocol_error")                                    \
+	X(PROXY_ERROR, "proxy_error")                                          \
 	X(NO_MEMORY, "no_memory")
 
 enum session_end {
@@ -130,8 +132,9 @@ struct session {
 	char last_to_client; /* last plaintext byte sent to the client */
 	bool tls_up;         /* the client's handshake completed */
 	bool quiet;          /* not a session to log (failed accept) */
-	union session_addr client_addr;
+	union session_addr client_addr; /* from the PROXY header if any */
 	union session_addr local_addr;
+	union session_addr proxy_addr; /* the load balancer; AF_UNSPEC: none */
 	union session_addr backend_addr; /* last TCP address tried */
 };
 
@@ -202,6 +205,11 @@ void session_dialog_closed(struct session *s);
 
 /* For relay.c: the pre-TLS dialogue moved; its timer starts again. */
 void session_plain_activity(struct session *s);
+
+/* For relay.c: reads the load balancer's PROXY header from the client's
+ * bytes; once it is whole the session starts as without one. May end the
+ * session. */
+void session_proxy_header(struct session *s);
 
 /* For relay.c: drives the TLS handshake with the client's new bytes. */
 void session_handshake(struct session *s);

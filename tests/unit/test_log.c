@@ -28,6 +28,7 @@ sample(void)
 	f.proto = "imap";
 	f.client = "[2001:db8::7]:50123";
 	f.local = "127.0.0.1:993";
+	f.proxy = "10.0.0.5:40001";
 	f.backend = "mailstore:143";
 	f.backend_addr = "127.0.0.1:143";
 	f.tls_version = "TLSv1.3";
@@ -58,7 +59,7 @@ test_log_session_format_text_exact(void **state)
 	assert_string_equal(buf,
 	    "time=2026-11-22T05:23:01.123Z event=close id=9f3ac2e1-0-17 "
 	    "listener=imaps proto=imap client=[2001:db8::7]:50123 "
-	    "local=127.0.0.1:993 backend=mailstore:143 "
+	    "local=127.0.0.1:993 proxy=10.0.0.5:40001 backend=mailstore:143 "
 	    "backend_addr=127.0.0.1:143 tls=TLSv1.3 "
 	    "cipher=TLS_AES_128_GCM_SHA256 sni=mail.example.org resumed=no "
 	    "starttls=yes discarded=12 refused=2 client_in=1234 client_out=5678901 backend_in=5678000 "
@@ -78,6 +79,7 @@ test_log_session_format_json_exact(void **state)
 	f.cipher = NULL;
 	f.sni = NULL;
 	f.backend_addr = NULL;
+	f.proxy = NULL;
 	f.starttls = false;
 	f.discarded = 0;
 	f.refused = 0;
@@ -89,7 +91,7 @@ test_log_session_format_json_exact(void **state)
 	    "{\"time\":\"2026-11-22T05:23:01.123Z\",\"event\":\"close\","
 	    "\"id\":\"9f3ac2e1-0-17\",\"listener\":\"imaps\",\"proto\":\"imap\","
 	    "\"client\":\"[2001:db8::7]:50123\",\"local\":\"127.0.0.1:993\","
-	    "\"backend\":\"mailstore:143\",\"backend_addr\":null,"
+	    "\"proxy\":null,\"backend\":\"mailstore:143\",\"backend_addr\":null,"
 	    "\"tls\":null,\"cipher\":null,"
 	    "\"sni\":null,\"resumed\":null,\"starttls\":\"no\","
 	    "\"discarded\":0,\"refused\":0,\"client_in\":1234,"
