@@ -96,9 +96,19 @@ def free_port():
     server binding the port; MailEnv detects the rare collision (bind error
     or a foreign greeting) and retries with new ports.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    # The kernel may hand the same ephemeral port out twice in a row; a
+    # port given once in this process is not given again.
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
+    raise RuntimeError("no free port found")
+
+
+_GIVEN_PORTS = set()
 
 
 def to_crlf(data):
@@ -619,6 +629,32 @@ service pop3-login {{
 }}
 """
 
+# haproxy=True: PROXY-protocol listeners next to the plain ones.  The login
+# log format adds the ports and the real peer, so a test can tell the
+# address from the header (rip, rport) from the connection's own
+# (real_rip, real_rport: the proxy's).
+_DOVECOT_HAPROXY_CONF = """
+# haproxy=True
+haproxy_trusted_networks = {networks}
+login_log_format_elements = user=<%u> method=%m rip=%r rport=%{{rport}} \
+  lip=%l lport=%{{lport}} real_rip=%{{real_rip}} \
+  real_rport=%{{real_rport}} mpid=%e %c session=<%{{session}}>
+service imap-login {{
+  inet_listener imap_haproxy {{
+    address = {host}
+    port = {imap_port}
+    haproxy = yes
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3_haproxy {{
+    address = {host}
+    port = {pop3_port}
+    haproxy = yes
+  }}
+}}
+"""
+
 _POSTFIX_MAIN = {
     "compatibility_level": "3.6",
     "myhostname": "mail.example.test",
@@ -664,6 +700,15 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 {extra}
+"""
+
+# haproxy=True: a second smtpd that expects a PROXY header (v1 or v2; Postfix
+# ignores v2 TLVs) and logs as postfix/proxied.
+_POSTFIX_HAPROXY_CF = """\
+{listen} inet n - n - - smtpd
+  -o syslog_name=postfix/proxied
+  -o smtpd_upstream_proxy_protocol=haproxy
+  -o smtpd_upstream_proxy_timeout=5s
 """
 
 # Queue layout from Postfix's postfix-files: (name, owner, group, mode).
@@ -716,9 +761,32 @@ class MailEnv:
                                for the smtpd service
       postfix_master_extra  -- raw text appended to master.cf
 
+    PROXY protocol listeners (opt-in; nothing changes without them):
+      haproxy               -- True adds, next to the plain listeners,
+                               Dovecot inet listeners with "haproxy = yes"
+                               for IMAP and POP3 (imap_haproxy_port,
+                               pop3_haproxy_port), haproxy_trusted_networks,
+                               a login log format that also shows the ports
+                               and the real peer (rport=, real_rip=, ...),
+                               and a second Postfix smtpd service with
+                               "-o smtpd_upstream_proxy_protocol=haproxy"
+                               (smtp_haproxy_port, syslog_name
+                               postfix/proxied)
+      haproxy_trusted_networks -- Dovecot's list ("127.0.0.1/32 ::1/128")
+      disable_plaintext_auth -- True writes "disable_plaintext_auth = yes":
+                               Dovecot then refuses a plaintext LOGIN/USER
+                               on a connection that is not secured, i.e. a
+                               proxied one whose PROXY header does not say
+                               TLS (remote address != local address)
+      dovecot_ssl           -- Dovecot's "ssl": "no" (default), "yes" or
+                               "required"; with yes/required MailEnv makes
+                               a certificate for Dovecot (dovecot_ca)
+
     After start(): host, imap_port, pop3_port, smtp_port (None for a server
-    not run), user, password, domain, address, maildir, tmp, dovecot_log,
-    postfix_log, mail_uid, mail_gid, instance, startup_seconds.
+    not run), imap_haproxy_port, pop3_haproxy_port, smtp_haproxy_port (None
+    without haproxy=True), user, password, domain, address, maildir, tmp,
+    dovecot_log, postfix_log, mail_uid, mail_gid, instance,
+    startup_seconds.
 
     Use as a context manager, or call start()/stop() yourself (stop() is
     idempotent and also runs at interpreter exit).
@@ -732,7 +800,18 @@ class MailEnv:
 
     def __init__(self, dovecot=True, postfix=True, dovecot_extra="",
                  postfix_extra=None, postfix_smtpd_args=None,
-                 postfix_master_extra=""):
+                 postfix_master_extra="", haproxy=False,
+                 haproxy_trusted_networks="127.0.0.1/32 ::1/128",
+                 disable_plaintext_auth=False, dovecot_ssl="no"):
+        if dovecot_ssl not in ("no", "yes", "required"):
+            raise ValueError("dovecot_ssl must be no, yes or required")
+        self.haproxy = haproxy
+        self.haproxy_trusted_networks = haproxy_trusted_networks
+        self.disable_plaintext_auth = disable_plaintext_auth
+        self.dovecot_ssl = dovecot_ssl
+        self.dovecot_ca = None
+        self.imap_haproxy_port = self.pop3_haproxy_port = None
+        self.smtp_haproxy_port = None
         self.run_dovecot = dovecot
         self.run_postfix = postfix
         self.dovecot_extra = dovecot_extra
@@ -904,6 +983,7 @@ class MailEnv:
                 log=self.dovecot_log, passwd=passwd, uid=self.mail_uid,
                 gid=self.mail_gid, mail_root=self.mail_root,
                 imap_port=self.imap_port, pop3_port=self.pop3_port))
+            f.write(self._dovecot_options(d))
             if self.dovecot_extra:
                 f.write("\n# dovecot_extra\n%s\n" % self.dovecot_extra)
         self.dovecot_conf = conf
@@ -911,11 +991,39 @@ class MailEnv:
         # after a PROXY header.  Which ones is not worth parsing out of
         # Dovecot's config syntax; "maybe" copes with either.
         proxy = "maybe" if "haproxy" in self.dovecot_extra else None
+        probes = [(self.imap_port, self.instance, b"a LOGOUT\r\n", proxy),
+                  (self.pop3_port, self.instance, b"QUIT\r\n", proxy)]
+        if self.haproxy:
+            probes += [
+                (self.imap_haproxy_port, self.instance, b"a LOGOUT\r\n",
+                 "always"),
+                (self.pop3_haproxy_port, self.instance, b"QUIT\r\n",
+                 "always")]
         return _Server(
             "dovecot", [DOVECOT_BIN, "-F", "-c", conf], self.dovecot_log,
-            os.path.join(self.tmp, "dovecot.stderr"),
-            [(self.imap_port, self.instance, b"a LOGOUT\r\n", proxy),
-             (self.pop3_port, self.instance, b"QUIT\r\n", proxy)])
+            os.path.join(self.tmp, "dovecot.stderr"), probes)
+
+    def _dovecot_options(self, d):
+        """dovecot.conf text for the opt-in options (empty by default)."""
+        text = ""
+        if self.disable_plaintext_auth:
+            text += "\n# disable_plaintext_auth=True\n" \
+                    "disable_plaintext_auth = yes\n"
+        if self.dovecot_ssl != "no":
+            if self.dovecot_ca is None:
+                self.dovecot_ca = TestCA(os.path.join(d, "tls"))
+            text += ("\n# dovecot_ssl\nssl = %s\nssl_cert = <%s\n"
+                     "ssl_key = <%s\n" % (self.dovecot_ssl,
+                                          self.dovecot_ca.chain_pem,
+                                          self.dovecot_ca.key_pem))
+        if self.haproxy:
+            self.imap_haproxy_port = free_port()
+            self.pop3_haproxy_port = free_port()
+            text += _DOVECOT_HAPROXY_CONF.format(
+                host=HOST, networks=self.haproxy_trusted_networks,
+                imap_port=self.imap_haproxy_port,
+                pop3_port=self.pop3_haproxy_port)
+        return text
 
     def _postfix_server(self):
         d = os.path.join(self.tmp, "postfix")
@@ -973,10 +1081,15 @@ class MailEnv:
         smtpd_args = "".join(
             "\n  -o {%s}" % a if any(c.isspace() for c in a)
             else "\n  -o %s" % a for a in args)
+        extra = self.postfix_master_extra
+        if self.haproxy:
+            self.smtp_haproxy_port = free_port()
+            extra = _POSTFIX_HAPROXY_CF.format(
+                listen="%s:%d" % (HOST, self.smtp_haproxy_port)) + extra
         with open(os.path.join(conf_dir, "master.cf"), "w") as f:
             f.write(_POSTFIX_MASTER_CF.format(
                 smtp_listen="%s:%d" % (HOST, self.smtp_port),
-                smtpd_args=smtpd_args, extra=self.postfix_master_extra))
+                smtpd_args=smtpd_args, extra=extra))
         # Postfix refuses to read a table or main.cf whose mtime is within
         # the last second or two (it waits, assuming a writer is still busy),
         # which alone would cost ~2 s per start.  Backdate the files.
@@ -992,13 +1105,16 @@ class MailEnv:
             if key.strip() == "smtpd_upstream_proxy_protocol":
                 upstream = value.strip()
         proxy = "always" if upstream else None
+        probes = [(self.smtp_port, self.instance, b"QUIT\r\n", proxy)]
+        if self.haproxy:
+            probes.append((self.smtp_haproxy_port, self.instance,
+                           b"QUIT\r\n", "always"))
         # master -s: stay in the foreground as our direct child ("postfix
         # start-fg" would interpose a shell and run a slow "postfix check").
         return _Server(
             "postfix", [POSTFIX_MASTER_BIN, "-s", "-c", conf_dir],
             self.postfix_log, os.path.join(self.tmp, "postfix.stderr"),
-            [(self.smtp_port, self.instance, b"QUIT\r\n", proxy)],
-            diagnose=self._postfix_diagnostics)
+            probes, diagnose=self._postfix_diagnostics)
 
     def _postfix_diagnostics(self):
         # master's own fatal errors during startup go nowhere (see
