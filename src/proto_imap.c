@@ -52,6 +52,11 @@ trailing_literal(const char *line, size_t n, uint64_t *size)
 		open--;
 	if (open == 0 || line[open - 1] != '{')
 		return LIT_NONE;
+	/* A literal starts an argument. Dovecot refuses "x{5+}" and then
+	 * reads its octets as the next command, which mailproxy would have
+	 * forwarded unread. */
+	if (open < 2 || (line[open - 2] != ' ' && line[open - 2] != '('))
+		return LIT_BAD;
 	i = open;
 	if (i < n - 1 && line[n - 2] == '+')
 		plus = true;

@@ -2187,6 +2187,9 @@ test_case40_imap_literal_length_overflow(void **state)
 	    BAD_LITERAL_PRE("a SELECT {-1}\r\n"),
 	    BAD_LITERAL_PRE("a SELECT {}\r\n"),
 	    BAD_LITERAL_PRE("a SELECT {99999999999}\r\n"),
+	    /* A literal starts an argument: Dovecot refuses "x{5}" and would
+	     * read its octets as a command. */
+	    BAD_LITERAL_PRE("a LOGIN x{5}\r\n"),
 	    {
 	        /* Non-synchronizing and too large: either reason. */
 	        .protocol = PROTO_IMAP,
@@ -2207,6 +2210,8 @@ test_case40_imap_literal_length_overflow(void **state)
 	    BAD_LITERAL_TLS("a SELECT {-1}\r\n"),
 	    BAD_LITERAL_TLS("a SELECT {}\r\n"),
 	    BAD_LITERAL_TLS("a SELECT {+}\r\n"),
+	    BAD_LITERAL_TLS("a NOOP x{42+}\r\n"),
+	    BAD_LITERAL_TLS("a LOGIN \"u{5+}\r\n"),
 	    {
 	        /* The limit itself goes; the backend may refuse it. */
 	        .protocol = PROTO_IMAP,
