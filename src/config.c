@@ -564,6 +564,16 @@ config_parse_cidr(const char *s, struct config_cidr *out)
 			return ERROR_RANGE;
 	}
 	out->bits = (unsigned)bits;
+	/* "::ffff:10.0.0.5" is how a dual-stack socket shows an IPv4 peer:
+	 * kept as the IPv4 network it means. */
+	if (out->family == AF_INET6 && out->bits >= 96 &&
+	    memcmp(out->addr, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0) {
+		memmove(out->addr, out->addr + 12, 4);
+		memset(out->addr + 4, 0, 12);
+		out->family = AF_INET;
+		out->bits -= 96;
+		max = 32;
+	}
 	for (i = out->bits; i < max; i++)
 		out->addr[i / 8] &= (uint8_t) ~(0x80u >> (i % 8));
 	return 0;

@@ -607,7 +607,7 @@ session_handshake(struct session *s)
 		/* A port scan or a client that gave up: no error unless it
 		 * sent something first. */
 		session_close(s, SESSION_END_CLIENT_CLOSED,
-		    s->client.bytes_in == 0 ?
+		    s->client.bytes_in == s->proxy_len ?
 		        NULL :
 		        tls_error_reason("unexpected eof while reading"));
 		return;
@@ -755,6 +755,7 @@ session_proxy_header(struct session *s)
 		return;
 	}
 	in->start += h.len;
+	s->proxy_len = (uint16_t)h.len;
 	if (!h.local) {
 		memcpy(&s->client_addr, &h.src, sizeof(s->client_addr));
 		memcpy(&s->local_addr, &h.dst, sizeof(s->local_addr));

@@ -131,6 +131,7 @@ struct session {
 	enum session_state end_state; /* state when the end was recorded */
 	char last_to_client; /* last plaintext byte sent to the client */
 	bool tls_up;         /* the client's handshake completed */
+	uint16_t proxy_len;  /* octets of the load balancer's PROXY header */
 	bool quiet;          /* not a session to log (failed accept) */
 	union session_addr client_addr; /* from the PROXY header if any */
 	union session_addr local_addr;

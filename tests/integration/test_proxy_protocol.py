@@ -835,6 +835,37 @@ class AcceptProxyTest(ProxyProtocolCase):
         self.assertEqual(len(mp.sessions()), len(cases), mp.log_text())
         self.assertEqual(backend.connections(), 0)
 
+    def test_health_check_header_then_close_is_a_clean_close(self):
+        # A balancer's check (HAProxy check-send-proxy) sends the header
+        # and hangs up: a client that closed, not a TLS error.
+        backend = FakeBackend("imap")
+        self.addCleanup(backend.stop)
+        local = (b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20, 0x00, 0x00, 0x00]))
+        listeners = {"lb": self.listener(
+            "imap", backend.address, tls="implicit",
+            extra="accept_proxy = yes\ntrusted_proxies = 127.0.0.1\n")}
+        with self.proxy(listeners=listeners) as mp:
+            for header in (v1_header("192.0.2.7", "127.0.0.1", 51234, 993),
+                           local):
+                with socket.create_connection(("127.0.0.1", mp.port("lb")),
+                                              10) as sock:
+                    sock.sendall(header)
+                    sock.shutdown(socket.SHUT_WR)
+                    # Nothing, or OpenSSL's alert for the cut handshake.
+                    got = proxy.recv_until_closed(sock)
+                    self.assertTrue(got == b"" or got[:1] == b"\x15", got)
+            lines = mp.wait_sessions(2)
+            self.assertStopsCleanly(mp)
+        for line in lines:
+            self.assertEqual(line["end"], "client_closed", line)
+            self.assertEqual(line["state"], "handshake", line)
+            self.assertIsNone(line.get("error"), line)
+            self.assertNoBackend(line)
+        self.assertEqual(lines[0]["client"], "192.0.2.7:51234")
+        # LOCAL: the connection's own address stands.
+        self.assertEqual(lines[1]["client"], lines[1]["proxy"])
+        self.assertEqual(backend.connections(), 0)
+
 
 # --------------------------------------------------------------------------
 # HAProxy -> two mailproxy instances -> Dovecot

@@ -686,6 +686,16 @@ test_config_cidr_parse_and_match(void **state)
 	assert_false(matches(nets, 4, "::ffff:11.1.2.3"));
 	/* An IPv4 network never matches a native IPv6 address. */
 	assert_false(matches(nets, 1, "::a01:203"));
+	/* An IPv4-mapped entry is the IPv4 network it names. */
+	assert_int_equal(config_parse_cidr("::ffff:10.0.0.5", &nets[0]), 0);
+	assert_int_equal(nets[0].family, AF_INET);
+	assert_int_equal(nets[0].bits, 32);
+	assert_true(matches(nets, 1, "10.0.0.5"));
+	assert_true(matches(nets, 1, "::ffff:10.0.0.5"));
+	assert_false(matches(nets, 1, "10.0.0.6"));
+	assert_int_equal(config_parse_cidr("::ffff:10.0.0.0/104", &nets[0]), 0);
+	assert_int_equal(nets[0].bits, 8);
+	assert_true(matches(nets, 1, "10.200.0.1"));
 	assert_int_equal(config_parse_cidr("0.0.0.0/0", &nets[0]), 0);
 	assert_true(matches(nets, 1, "203.0.113.9"));
 	assert_false(matches(nets, 1, "2001:db8::1"));
