@@ -297,6 +297,19 @@ class ProxyTestCase(mailenv.DumpLogsOnFailure, unittest.TestCase):
         cls.env.seed_message(message)
         return message
 
+    def assertImapFetchExact(self, imap, expected):
+        """Logs imap in; INBOX is listed and fetches as expected (the
+        messages as Dovecot serves them directly), byte for byte."""
+        imap.login(self.env.user, self.env.password)
+        typ, boxes = imap.list()
+        self.assertEqual(typ, "OK")
+        self.assertTrue(any(b"INBOX" in b for b in boxes))
+        imap.select("INBOX", readonly=True)
+        typ, data = imap.fetch(b"1:*", "(BODY.PEEK[])")
+        self.assertEqual(typ, "OK")
+        got = [part[1] for part in data if isinstance(part, tuple)]
+        self.assertEqual(got, expected)
+
     def assertPop3RetrExact(self, pop, message, direct_lines):
         """Logs pop in; its one message is message, byte for byte, and
         reads as it does straight from Dovecot."""

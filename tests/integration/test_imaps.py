@@ -39,15 +39,7 @@ class ImapsTest(ProxyTestCase):
             imap = imaplib.IMAP4_SSL("localhost", mp.port("imaps"),
                                      ssl_context=ctx, timeout=60)
             self.assertIn(b"Dovecot", imap.welcome)
-            imap.login(self.env.user, self.env.password)
-            typ, boxes = imap.list()
-            self.assertEqual(typ, "OK")
-            self.assertTrue(any(b"INBOX" in b for b in boxes))
-            imap.select("INBOX", readonly=True)
-            typ, data = imap.fetch(b"1:*", "(BODY.PEEK[])")
-            self.assertEqual(typ, "OK")
-            got = [part[1] for part in data if isinstance(part, tuple)]
-            self.assertEqual(got, expected)
+            self.assertImapFetchExact(imap, expected)
             cipher = imap.sock.cipher()
             imap.logout()
             self.assertStopsCleanly(mp)
