@@ -279,16 +279,21 @@ class ProxyTestCase(mailenv.DumpLogsOnFailure, unittest.TestCase):
     def proxy(self, **kwargs):
         return Mailproxy(self.env, self.ca, **kwargs)
 
-    def server_log(self, which, since, text, timeout=10):
-        """The "dovecot" or "postfix" log from since, once text is in it:
-        both servers log through their own processes, a moment after the
-        client has its answer. After timeout, the log as it is."""
+    def poll_server_log(self, which, since, done, timeout):
+        """The "dovecot" or "postfix" log from since, once done(log) is
+        true: both servers log through their own processes, a moment after
+        the client has its answer. After timeout, the log as it is."""
         deadline = time.monotonic() + timeout
         while True:
             log = self.env.read_log(which, since)
-            if text in log or time.monotonic() > deadline:
+            if done(log) or time.monotonic() > deadline:
                 return log
             time.sleep(0.05)
+
+    def server_log(self, which, since, text, timeout=10):
+        """The log from since, once text is in it (or after timeout)."""
+        return self.poll_server_log(which, since, lambda log: text in log,
+                                    timeout)
 
     @classmethod
     def seed(cls, size, subject):

@@ -272,16 +272,14 @@ class ProxyProtocolCase(StarttlsCase):
         """The matches of pattern in the dovecot or postfix log (from byte
         offset since), once there are count of them."""
         regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            found = list(regex.finditer(self.env.read_log(which, since)))
-            if len(found) >= count:
-                return found
-            if time.monotonic() > deadline:
-                self.fail("%d x %r not in the %s log after %s s:\n%s"
-                          % (count, pattern, which, timeout,
-                             self.env.read_log(which, since)))
-            time.sleep(0.05)
+        log = self.poll_server_log(
+            which, since,
+            lambda text: len(regex.findall(text)) >= count, timeout)
+        found = list(regex.finditer(log))
+        if len(found) < count:
+            self.fail("%d x %r not in the %s log after %s s:\n%s"
+                      % (count, pattern, which, timeout, log))
+        return found
 
     def imap_listener(self, version, tls="implicit", extra=""):
         return self.listener(
