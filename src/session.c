@@ -724,14 +724,13 @@ session_accept(struct worker *w, struct worker_listener *l, uv_stream_t *server)
 		/* The peer is the load balancer; who the client is, its
 		 * header says, once it has been read. */
 		s->proxy_addr = s->client_addr;
+		set_state(s, SESSION_PROXY);
 		if (!config_cidr_match(l->conf->trusted_proxies,
 		        l->conf->trusted_proxies_count, &s->client_addr.sa)) {
-			set_state(s, SESSION_PROXY);
 			session_close(s, SESSION_END_PROXY_ERROR,
 			    "address not in trusted_proxies");
 			return;
 		}
-		set_state(s, SESSION_PROXY);
 		(void)relay_read_start(&s->client);
 		return;
 	}
