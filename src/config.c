@@ -39,6 +39,7 @@
 #define SECTION_MAX       49
 #define LISTENER_NAME_MAX 32
 #define LISTEN_MAX        64
+#define SNI_CERT_MAX      1024
 
 enum opt_type {
 	OPT_STRING,   /* char *, one value */
@@ -52,6 +53,7 @@ enum opt_type {
 	OPT_LISTEN,   /* the listener's address list; may repeat */
 	OPT_BACKEND,  /* struct config_backend */
 	OPT_CIDRS,    /* trusted_proxies: networks; may repeat */
+	OPT_SNI_CERT, /* sni_certificate: chain and key files; may repeat */
 };
 
 struct option {
@@ -113,6 +115,8 @@ static const struct option tls_options[] = {
     OPT_LOC(config_tls, "ciphers", OPT_LIST, ciphers),
     OPT_LOC(config_tls, "ciphersuites", OPT_LIST, ciphersuites),
     OPT(config_tls, "session_tickets", OPT_BOOL, session_tickets),
+    OPT(config_tls, "sni_certificate", OPT_SNI_CERT, sni),
+    OPT(config_tls, "sni_strict", OPT_BOOL, sni_strict),
     {NULL, 0, 0, 0, NULL, 0, 0},
 };
 
@@ -665,6 +669,56 @@ parse_cidrs(struct loader *ld, struct config_listener *l, const char *value)
 	free(copy);
 }
 
+/*
+ * "CHAIN KEY", or "FILE" holding both (HAProxy's and hitch's combined
+ * PEM). The names come from the certificate itself, as HAProxy and hitch
+ * take them, so a renewed certificate with a new name needs no config
+ * change.
+ */
+static void
+parse_sni_cert(struct loader *ld, struct config_tls *t, const char *value)
+{
+	char *copy = strdup(value), *chain, *key, *extra, *save = NULL;
+	struct config_sni_cert *grown;
+
+	if (copy == NULL) {
+		error_at(ld, ld->lineno, "out of memory");
+		return;
+	}
+	chain = strtok_r(copy, " \t", &save);
+	key = strtok_r(NULL, " \t", &save);
+	extra = strtok_r(NULL, " \t", &save);
+	if (chain == NULL || extra != NULL) {
+		error_at(ld, ld->lineno,
+		    "sni_certificate: give the certificate chain file, then "
+		    "its key file (or one file holding both)");
+		goto out;
+	}
+	if (t->sni_count >= SNI_CERT_MAX) {
+		error_at(ld, ld->lineno, "sni_certificate: more than %d",
+		    SNI_CERT_MAX);
+		goto out;
+	}
+	grown = realloc(t->sni, (t->sni_count + 1) * sizeof(*grown));
+	if (grown == NULL) {
+		error_at(ld, ld->lineno, "out of memory");
+		goto out;
+	}
+	t->sni = grown;
+	memset(&t->sni[t->sni_count], 0, sizeof(t->sni[0]));
+	t->sni[t->sni_count].loc.file = ld->path;
+	t->sni[t->sni_count].loc.line = ld->lineno;
+	if (set_string(ld, &t->sni[t->sni_count].certificate, chain) != 0 ||
+	    set_string(ld, &t->sni[t->sni_count].key,
+	        key != NULL ? key : chain) != 0) {
+		free(t->sni[t->sni_count].certificate);
+		goto out;
+	}
+	t->sni_count++;
+out:
+	free(copy);
+}
+
 static void
 parse_backend(struct loader *ld, struct config_backend *b, const char *value)
 {
@@ -825,6 +879,9 @@ apply_option(struct loader *ld, const struct option *opt, void *base,
 	case OPT_CIDRS:
 		parse_cidrs(ld, (struct config_listener *)base, value);
 		return;
+	case OPT_SNI_CERT:
+		parse_sni_cert(ld, (struct config_tls *)base, value);
+		return;
 	}
 }
 
@@ -906,7 +963,7 @@ on_ini_value(void *user, const char *section, const char *name,
 		return 1;
 	}
 	if ((*set & (UINT64_C(1) << index)) != 0 && opt->type != OPT_LISTEN &&
-	    opt->type != OPT_CIDRS) {
+	    opt->type != OPT_CIDRS && opt->type != OPT_SNI_CERT) {
 		error_at(ld, ld->lineno, "'%s' is set twice in this section",
 		    name);
 		ld->skip_continuation = true;
@@ -1296,6 +1353,11 @@ config_free(struct config *cfg)
 	free(cfg->tls.key);
 	free(cfg->tls.ciphers);
 	free(cfg->tls.ciphersuites);
+	for (i = 0; i < cfg->tls.sni_count; i++) {
+		free(cfg->tls.sni[i].certificate);
+		free(cfg->tls.sni[i].key);
+	}
+	free(cfg->tls.sni);
 	free(cfg->user);
 	free(cfg->group);
 	free(cfg->log);

@@ -582,6 +582,7 @@ connect_backend(struct session *s)
 void
 session_handshake(struct session *s)
 {
+	const char *why;
 	int r, err;
 
 	ERR_clear_error();
@@ -612,8 +613,9 @@ session_handshake(struct session *s)
 		        tls_error_reason("unexpected eof while reading"));
 		return;
 	}
+	why = tls_error_reason("handshake failed");
 	session_finish(s, -1, SESSION_END_TLS_ERROR,
-	    tls_error_reason("handshake failed"));
+	    s->tls_io.refused != NULL ? s->tls_io.refused : why);
 }
 
 static void

@@ -19,10 +19,12 @@
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 
 #include "mailproxy/error.h"
 
 static BIO_METHOD *chunk_method;
+static int sni_index = -1; /* SSL_CTX ex_data: struct sni_table */
 
 static int
 chunk_write(BIO *b, const char *data, int len)
@@ -98,10 +100,19 @@ chunk_destroy(BIO *b)
 	return 1;
 }
 
+static void sni_table_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+    long argl, void *argp);
+
 int
 tls_init(void)
 {
 	int type = BIO_get_new_index();
+
+	if (sni_index < 0)
+		sni_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL,
+		    sni_table_free);
+	if (sni_index < 0)
+		return ERROR_NOMEM;
 
 	if (type < 0)
 		return ERROR_NOMEM;
@@ -248,18 +259,103 @@ on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 	return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
-SSL_CTX *
-tls_ctx_build(const struct config *cfg, const struct config_listener *l,
+/*
+ * The certificates a listener has beyond its default, for the SNI
+ * callback. It hangs off the default context as ex_data, so the one
+ * SSL_CTX_free the callers already do frees it and its contexts too.
+ */
+struct sni_table {
+	bool strict;
+	size_t count;
+	SSL_CTX *ctx[];
+};
+
+static void
+sni_table_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+    void *argp)
+{
+	struct sni_table *t = ptr;
+	size_t i;
+
+	(void)parent;
+	(void)ad;
+	(void)idx;
+	(void)argl;
+	(void)argp;
+	if (t == NULL)
+		return;
+	for (i = 0; i < t->count; i++)
+		SSL_CTX_free(t->ctx[i]);
+	free(t);
+}
+
+/*
+ * The first context whose certificate names host: exact names first over
+ * the default and then the SNI certificates in the order configured, then
+ * wildcards ("*.example.org" covers one label, as RFC 6125 §6.4.3 and
+ * every browser read it). X509_check_host looks at the DNS names of the
+ * subjectAltName, or the CN when there are none.
+ */
+static SSL_CTX *
+sni_pick(const struct sni_table *t, SSL_CTX *def, const char *host)
+{
+	static const unsigned passes[2] = {X509_CHECK_FLAG_NO_WILDCARDS,
+	    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS};
+	SSL_CTX *c;
+	size_t p, i;
+
+	for (p = 0; p < 2; p++) {
+		for (i = 0; i <= t->count; i++) {
+			c = i == 0 ? def : t->ctx[i - 1];
+			if (X509_check_host(SSL_CTX_get0_certificate(c), host,
+			        0, passes[p], NULL) == 1)
+				return c;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * Runs during the ClientHello, only when the client sent a server name.
+ * Switching the context changes the certificate (and the ALPN callback,
+ * which every context has alike); tickets stay sealed with the default
+ * context's keys, which OpenSSL keeps as the session context.
+ */
+static int
+on_servername(SSL *ssl, int *alert, void *arg)
+{
+	const struct sni_table *t = arg;
+	const char *host = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	SSL_CTX *def = SSL_get_SSL_CTX(ssl), *c;
+
+	if (host == NULL)
+		return SSL_TLSEXT_ERR_OK;
+	c = sni_pick(t, def, host);
+	if (c == NULL) {
+		if (!t->strict)
+			return SSL_TLSEXT_ERR_OK;
+		/* OpenSSL's own reason would be "callback failed". */
+		((struct tls_io *)BIO_get_data(SSL_get_rbio(ssl)))->refused =
+		    "unknown SNI name";
+		*alert = SSL_AD_UNRECOGNIZED_NAME;
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	}
+	if (c != def && SSL_set_SSL_CTX(ssl, c) == NULL) {
+		*alert = SSL_AD_INTERNAL_ERROR;
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	}
+	return SSL_TLSEXT_ERR_OK;
+}
+
+/* Everything but the certificate, alike for the default and SNI ones. */
+static SSL_CTX *
+ctx_new(const struct config *cfg, const struct config_listener *l,
     char **error_out)
 {
-	struct config_loc cert_loc, key_loc, glob = {cfg->path, 0};
-	const char *cert = config_listener_certificate(cfg, l, &cert_loc);
-	const char *key = config_listener_key(cfg, l, &key_loc);
+	struct config_loc glob = {cfg->path, 0};
 	uint64_t options;
 	SSL_CTX *ctx;
 
-	*error_out = NULL;
-	ERR_clear_error();
 	ctx = SSL_CTX_new(TLS_server_method());
 	if (ctx == NULL) {
 		*error_out = build_error(&glob, "cannot create a TLS context");
@@ -302,28 +398,6 @@ tls_ctx_build(const struct config *cfg, const struct config_listener *l,
 		    cfg->tls.ciphersuites);
 		goto fail;
 	}
-
-	if (!readable(cert, &cert_loc, "certificate", error_out))
-		goto fail;
-	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-		*error_out = build_error(&cert_loc,
-		    "certificate '%s' is not a PEM certificate chain", cert);
-		goto fail;
-	}
-	if (!readable(key, &key_loc, "key", error_out))
-		goto fail;
-	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-		*error_out = build_error(&key_loc,
-		    "key '%s' is not a PEM private key (or does not match "
-		    "certificate '%s')",
-		    key, cert);
-		goto fail;
-	}
-	if (SSL_CTX_check_private_key(ctx) != 1) {
-		*error_out = build_error(&key_loc,
-		    "key '%s' does not match certificate '%s'", key, cert);
-		goto fail;
-	}
 	return ctx;
 
 fail_glob:
@@ -332,4 +406,92 @@ fail_glob:
 fail:
 	SSL_CTX_free(ctx);
 	return NULL;
+}
+
+static bool
+ctx_use_pair(SSL_CTX *ctx, const char *cert, const struct config_loc *cert_loc,
+    const char *key, const struct config_loc *key_loc, char **error_out)
+{
+	if (!readable(cert, cert_loc, "certificate", error_out))
+		return false;
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+		*error_out = build_error(cert_loc,
+		    "certificate '%s' is not a PEM certificate chain", cert);
+		return false;
+	}
+	if (!readable(key, key_loc, "key", error_out))
+		return false;
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+		*error_out = build_error(key_loc,
+		    "key '%s' is not a PEM private key (or does not match "
+		    "certificate '%s')",
+		    key, cert);
+		return false;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		*error_out = build_error(key_loc,
+		    "key '%s' does not match certificate '%s'", key, cert);
+		return false;
+	}
+	return true;
+}
+
+static bool
+ctx_add_sni(SSL_CTX *ctx, const struct config *cfg,
+    const struct config_listener *l, char **error_out)
+{
+	const struct config_tls *t = &cfg->tls;
+	struct config_loc glob = {cfg->path, 0};
+	struct sni_table *table;
+	SSL_CTX *c;
+	size_t i;
+
+	if (t->sni_count == 0 && !t->sni_strict)
+		return true;
+	if (sni_index < 0) {
+		*error_out = build_error(&glob, "tls_init() was not called");
+		return false;
+	}
+	table = calloc(1, sizeof(*table) + t->sni_count * sizeof(SSL_CTX *));
+	if (table == NULL || !SSL_CTX_set_ex_data(ctx, sni_index, table)) {
+		free(table);
+		*error_out = build_error(&glob, "out of memory");
+		return false;
+	}
+	/* From here SSL_CTX_free(ctx) frees the table and what it holds. */
+	table->strict = t->sni_strict;
+	for (i = 0; i < t->sni_count; i++) {
+		c = ctx_new(cfg, l, error_out);
+		if (c == NULL)
+			return false;
+		table->ctx[table->count++] = c;
+		if (!ctx_use_pair(c, t->sni[i].certificate, &t->sni[i].loc,
+		        t->sni[i].key, &t->sni[i].loc, error_out))
+			return false;
+	}
+	SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
+	SSL_CTX_set_tlsext_servername_arg(ctx, table);
+	return true;
+}
+
+SSL_CTX *
+tls_ctx_build(const struct config *cfg, const struct config_listener *l,
+    char **error_out)
+{
+	struct config_loc cert_loc, key_loc;
+	const char *cert = config_listener_certificate(cfg, l, &cert_loc);
+	const char *key = config_listener_key(cfg, l, &key_loc);
+	SSL_CTX *ctx;
+
+	*error_out = NULL;
+	ERR_clear_error();
+	ctx = ctx_new(cfg, l, error_out);
+	if (ctx == NULL)
+		return NULL;
+	if (!ctx_use_pair(ctx, cert, &cert_loc, key, &key_loc, error_out) ||
+	    !ctx_add_sni(ctx, cfg, l, error_out)) {
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
 }

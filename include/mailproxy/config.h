@@ -80,6 +80,13 @@ struct config_backend {
 	char *text;              /* as written, for logs */
 };
 
+/* One more certificate, chosen when the client's SNI names it. */
+struct config_sni_cert {
+	char *certificate; /* PEM chain, leaf first */
+	char *key;         /* PEM key; may be the certificate's own file */
+	struct config_loc loc;
+};
+
 struct config_tls {
 	char *certificate; /* PEM chain, leaf first */
 	struct config_loc certificate_loc;
@@ -91,7 +98,10 @@ struct config_tls {
 	char *ciphersuites; /* TLS 1.3 suites (OpenSSL syntax) */
 	struct config_loc ciphersuites_loc;
 	bool session_tickets;
-	uint64_t set; /* bit i: option i of the [tls] table was given */
+	struct config_sni_cert *sni; /* in the order written */
+	size_t sni_count;
+	bool sni_strict; /* an SNI no certificate names: alert 112 */
+	uint64_t set;    /* bit i: option i of the [tls] table was given */
 };
 
 /* The PROXY protocol header mailproxy sends to the backend. The order is

@@ -26,6 +26,7 @@ struct tls_io {
 	struct buf_pool *pool; /* chunks for out */
 	bool eof;              /* the peer closed: reads end, not retry */
 	bool nomem;            /* a write could not be queued */
+	const char *refused;   /* why a callback failed the handshake */
 };
 
 /* Once per process, before any other call. Returns 0 or ERROR_NOMEM. */
@@ -37,7 +38,9 @@ void tls_cleanup(void);
 /*
  * Builds the server context for listener l: certificate chain and key
  * (checked against each other), TLS 1.2 minimum or as configured, no
- * renegotiation, no compression, no 0-RTT, session tickets as configured.
+ * renegotiation, no compression, no 0-RTT, session tickets as configured,
+ * and [tls] sni_certificate entries chosen by the client's SNI (with
+ * sni_strict, an SNI none of them names fails with unrecognized_name).
  * Returns a context with one reference, or NULL and a malloc'd message
  * "FILE:LINE: what is wrong" in *error_out (caller frees).
  */

@@ -1,6 +1,6 @@
 """TLS policy on implicit and STARTTLS listeners (research/protocols.md §14
 H56-H61): no TLS 1.0/1.1, no renegotiation, no compression, strict ALPN
-(ALPACA), the default certificate without SNI, and no 0-RTT data.
+(ALPACA), certificates chosen by SNI (strict or not), and no 0-RTT data.
 
 openssl s_client does what Python's ssl cannot (old versions,
 renegotiation, early data); hand-made ClientHellos check compression.
@@ -351,11 +351,74 @@ class TlsPolicyTest(StarttlsCase):
         for line in lines:
             self.assertIsNone(line["sni"], line)
 
+    def sni_config(self, strict=False):
+        """Two SNI certificates beside the default ("localhost"): one
+        name with its key in a file of its own, and a wildcard whose
+        chain and key share one file (the HAProxy and hitch layout)."""
+        cert, key = self.ca.make_cert("mail.example.net")
+        wcert, wkey = self.ca.make_cert("*.example.org")
+        combined = os.path.join(self.env.tmp, "wildcard-combined.pem")
+        with open(combined, "wb") as out:
+            for part in (wcert, self.ca.ca_pem, wkey):
+                with open(part, "rb") as f:
+                    out.write(f.read())
+        text = "sni_certificate = %s %s\nsni_certificate = %s\n" % (
+            cert, key, combined)
+        if strict:
+            text += "sni_strict = yes\n"
+        return text
+
+    def handshake(self, mp, name, server_hostname, ctx=None):
+        """A completed handshake on listener name (implicit or STARTTLS);
+        returns the client, whose greeting or nothing is left to read."""
+        protocol = name.rstrip("s")
+        if name.endswith("s"):
+            c = self.connect(mp, name)
+        else:
+            c = self.greeted(mp, protocol, name=name)
+        try:
+            if name.endswith("s"):
+                c.starttls(ctx or self.context(),
+                           server_hostname=server_hostname)
+            else:
+                self.upgrade(c, protocol, ctx=ctx,
+                             server_hostname=server_hostname)
+        except ssl.SSLError:
+            c.close()
+            raise
+        return c
+
+    def test_h60_known_sni_gets_its_certificate(self):
+        # The client checks the name against the chain it gets, so each
+        # handshake that completes proves the right certificate was sent.
+        expect = [("mail.example.net", "mail.example.net"),
+                  ("MAIL.Example.NET", "mail.example.net"),
+                  ("imap.example.org", "*.example.org"),
+                  ("localhost", "localhost")]
+        with self.mailproxy(tls_extra=self.sni_config()) as mp:
+            for name in ("imaps", "imap", "pop3s", "smtp"):
+                for sni, cn in expect:
+                    with self.subTest(listener=name, sni=sni):
+                        c = self.handshake(mp, name, sni)
+                        self.assertEqual(self.peer_cn(c.tls), cn)
+                        c.close()
+            # A wildcard covers one label only: the default is served,
+            # and a client that checks names refuses it.
+            c = self.handshake(mp, "imaps", "a.b.example.org",
+                               ctx=self.context(check_hostname=False))
+            self.assertEqual(self.peer_cn(c.tls), "localhost")
+            c.close()
+            lines = mp.wait_sessions(4 * len(expect) + 1)
+            self.imap_works(mp)
+            self.assertStopsCleanly(mp)
+        self.assertIn("mail.example.net", [l["sni"] for l in lines])
+        self.assertIn("a.b.example.org", [l["sni"] for l in lines])
+
     def test_h60_unknown_sni_gets_the_default_certificate(self):
-        # What exists today: no strict mode, an unknown name is served
-        # the default certificate and logged.
+        # Without sni_strict an unknown name is served the default
+        # certificate and logged, as nginx and HAProxy do.
         ctx = self.context(check_hostname=False)
-        with self.mailproxy() as mp:
+        with self.mailproxy(tls_extra=self.sni_config()) as mp:
             c = self.greeted(mp, "imap", name="imap")
             self.upgrade(c, "imap", ctx=ctx)
             c.close()
@@ -367,6 +430,42 @@ class TlsPolicyTest(StarttlsCase):
             self.assertStopsCleanly(mp)
         self.assertEqual(sorted(l["sni"] for l in lines),
                          ["localhost", "unknown.example"])
+
+    def test_h60_strict_sni_refuses_unknown_names_with_alert_112(self):
+        ctx = self.context(check_hostname=False)
+        with self.mailproxy(tls_extra=self.sni_config(strict=True)) as mp:
+            for name in ("imaps", "pop3s", "smtps", "imap", "pop3", "smtp"):
+                with self.subTest(listener=name):
+                    with self.assertRaises(ssl.SSLError) as cm:
+                        self.handshake(mp, name, "unknown.example", ctx=ctx)
+                    self.assertIn("UNRECOGNIZED_NAME", str(cm.exception))
+            # Known names, the default's among them, and no SNI at all
+            # are served as without strict mode.
+            for sni, cn in (("mail.example.net", "mail.example.net"),
+                            ("pop.example.org", "*.example.org"),
+                            ("localhost", "localhost"),
+                            (None, "localhost")):
+                with self.subTest(sni=sni):
+                    c = self.handshake(mp, "imaps", sni, ctx=ctx)
+                    self.assertEqual(self.peer_cn(c.tls), cn)
+                    self.assertTrue(c.line().startswith(b"* OK "))
+                    c.close()
+            lines = mp.wait_sessions(10)
+            # openssl s_client shows the alert by its number.
+            out = s_client(mp.port("imaps"), "-servername", "nope.example",
+                           data=b"")
+            self.assertNotEqual(out.returncode, 0)
+            self.assertIn(b"alert number 112", out.stderr)
+            lines = mp.wait_sessions(11)
+            self.imap_works(mp)
+            self.assertStopsCleanly(mp)
+        refused = [l for l in lines if l["sni"] in ("unknown.example",
+                                                    "nope.example")]
+        self.assertEqual(len(refused), 7, lines)
+        for line in refused:
+            self.assertEqual(line["end"], "tls_error", line)
+            self.assertEqual(line["error"], "unknown SNI name", line)
+            self.assertIsNone(line["backend_addr"], line)
 
     # -- H61 ---------------------------------------------------------------
 

@@ -235,6 +235,16 @@ static const struct error_case error_cases[] = {
         TLS_OK LISTENER_OK "accept_proxy = yes\n"
                            "trusted_proxies = ::1/\n",
         9, "trusted_proxies: '::1/' is not an address or network"},
+    {"sni_certificate three files",
+        TLS_OK "sni_certificate = /a.pem /a.key /b.pem\n" LISTENER_OK, 4,
+        "sni_certificate: give the certificate chain file, then its key "
+        "file (or one file holding both)"},
+    {"sni_certificate empty", TLS_OK "sni_certificate =\n" LISTENER_OK, 4,
+        "sni_certificate: give the certificate chain file, then its key "
+        "file (or one file holding both)"},
+    {"sni_strict twice",
+        TLS_OK "sni_strict = yes\nsni_strict = no\n" LISTENER_OK, 5,
+        "'sni_strict' is set twice in this section"},
     {"trusted_proxies empty",
         TLS_OK LISTENER_OK "accept_proxy = yes\ntrusted_proxies = ,\n", 9,
         "trusted_proxies: no network given"},
@@ -511,6 +521,38 @@ test_config_load_valid_file(void **state)
 }
 
 static void
+test_config_load_sni_certificates(void **state)
+{
+	char *errors = NULL;
+	struct config *cfg;
+
+	(void)state;
+	cfg = load(TLS_OK "sni_certificate = /a.pem\t/a.key\n"
+	                  "sni_strict = yes\n"
+	                  "sni_certificate = /wild.pem\n" LISTENER_OK,
+	    &errors);
+	if (cfg == NULL)
+		fail_msg("%s", errors);
+	assert_int_equal(cfg->tls.sni_count, 2);
+	assert_string_equal(cfg->tls.sni[0].certificate, "/a.pem");
+	assert_string_equal(cfg->tls.sni[0].key, "/a.key");
+	assert_int_equal(cfg->tls.sni[0].loc.line, 4);
+	/* One file holds chain and key. */
+	assert_string_equal(cfg->tls.sni[1].certificate, "/wild.pem");
+	assert_string_equal(cfg->tls.sni[1].key, "/wild.pem");
+	assert_int_equal(cfg->tls.sni[1].loc.line, 6);
+	assert_true(cfg->tls.sni_strict);
+	config_unref(cfg);
+
+	cfg = load(TLS_OK LISTENER_OK, &errors);
+	if (cfg == NULL)
+		fail_msg("%s", errors);
+	assert_int_equal(cfg->tls.sni_count, 0);
+	assert_false(cfg->tls.sni_strict);
+	config_unref(cfg);
+}
+
+static void
 test_config_load_defaults(void **state)
 {
 	char *errors = NULL;
@@ -756,6 +798,7 @@ main(void)
 	    cmocka_unit_test(test_config_load_missing_file),
 	    cmocka_unit_test(test_config_load_reports_all_errors_at_once),
 	    cmocka_unit_test(test_config_load_valid_file),
+	    cmocka_unit_test(test_config_load_sni_certificates),
 	    cmocka_unit_test(test_config_load_defaults),
 	    cmocka_unit_test(test_config_parse_duration_cases),
 	    cmocka_unit_test(test_config_parse_addr_cases),

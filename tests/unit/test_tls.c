@@ -109,6 +109,29 @@ test_tls_ctx_build_reports_certificate_problems(void **state)
 	    "ciphers: OpenSSL accepts none of 'NOPE-NOTHING'");
 	expect_prefix(build_error(cert, key, "ciphersuites = TLS_NOPE\n"), 4,
 	    "ciphersuites: OpenSSL does not accept 'TLS_NOPE'");
+
+	/* SNI certificates are checked as the default one is, each error
+	 * at its own line. */
+	{
+		char extra[2000];
+
+		(void)snprintf(extra, sizeof(extra),
+		    "sni_certificate = %s %s\nsni_certificate = %s\n", cert,
+		    key, garbage);
+		expect_prefix(build_error(cert, key, extra), 5,
+		    "certificate '");
+		(void)snprintf(extra, sizeof(extra),
+		    "sni_certificate = %s %s\n", cert, other_key);
+		expect_prefix(build_error(cert, key, extra), 4, "key '");
+		expect_prefix(build_error(cert, key,
+		                  "sni_certificate = /nonexistent.pem\n"),
+		    4,
+		    "cannot read certificate '/nonexistent.pem': No such file "
+		    "or directory");
+		(void)snprintf(extra, sizeof(extra),
+		    "sni_certificate = %s %s\nsni_strict = yes\n", cert, key);
+		assert_null(build_error(cert, key, extra));
+	}
 }
 
 static void
