@@ -408,7 +408,18 @@ class TlsPolicyTest(StarttlsCase):
                                ctx=self.context(check_hostname=False))
             self.assertEqual(self.peer_cn(c.tls), "localhost")
             c.close()
-            lines = mp.wait_sessions(4 * len(expect) + 1)
+            # A ticket from an SNI certificate's session resumes it.
+            sess = os.path.join(self.env.tmp, "sni-sess.pem")
+            for flag, want in (("-sess_out", b"New, TLSv1.3"),
+                               ("-sess_in", b"Reused, TLSv1.3")):
+                out = s_client(mp.port("imaps"), "-CAfile", self.ca.ca_pem,
+                               "-servername", "mail.example.net",
+                               "-verify_return_error", "-crlf", "-ign_eof",
+                               flag, sess, data=b"a LOGOUT\n")
+                self.assertEqual(out.returncode, 0, out.stderr)
+                self.assertIn(want, out.stdout)
+                self.assertIn(b"CN = mail.example.net", out.stdout)
+            lines = mp.wait_sessions(4 * len(expect) + 3)
             self.imap_works(mp)
             self.assertStopsCleanly(mp)
         self.assertIn("mail.example.net", [l["sni"] for l in lines])
