@@ -640,6 +640,7 @@ on_shutdown(uv_shutdown_t *req, int status)
 	struct side *x = req->data;
 	struct session *s = x->session;
 
+	free(req);
 	/* ENOTCONN and friends: the peer is gone, which the reads report. */
 	(void)status;
 	if (session_release(s))
@@ -654,6 +655,7 @@ on_write(uv_write_t *req, int status)
 	struct session *s = x->session;
 	size_t written = x->writing;
 
+	free(req);
 	x->writing = 0;
 	if (session_release(s))
 		return;
@@ -681,6 +683,8 @@ relay_flush(struct side *x)
 	struct session *s = x->session;
 	struct buf_span spans[WRITE_SPANS];
 	uv_buf_t bufs[WRITE_SPANS];
+	uv_shutdown_t *sreq;
+	uv_write_t *wreq;
 	size_t i, n, total;
 	int r;
 
@@ -689,19 +693,33 @@ relay_flush(struct side *x)
 	if (x->out.bytes == 0) {
 		if (x->want_fin && !x->fin_sent) {
 			x->fin_sent = true;
-			r = uv_shutdown(&x->shutdown_req, &x->h.stream,
-			    on_shutdown);
+			/* Without memory the FIN is not sent; the close
+			 * that follows the linger sends it. */
+			sreq = malloc(sizeof(*sreq));
+			if (sreq == NULL)
+				return;
+			sreq->data = x;
+			r = uv_shutdown(sreq, &x->h.stream, on_shutdown);
 			if (r == 0)
 				s->pending++;
+			else
+				free(sreq);
 		}
 		return;
 	}
+	wreq = malloc(sizeof(*wreq));
+	if (wreq == NULL) {
+		session_close(s, SESSION_END_NO_MEMORY, NULL);
+		return;
+	}
+	wreq->data = x;
 	n = buf_queue_peek(&x->out, spans, WRITE_SPANS, &total);
 	for (i = 0; i < n; i++)
 		bufs[i] =
 		    uv_buf_init((char *)spans[i].base, (unsigned)spans[i].len);
-	r = uv_write(&x->write_req, &x->h.stream, bufs, (unsigned)n, on_write);
+	r = uv_write(wreq, &x->h.stream, bufs, (unsigned)n, on_write);
 	if (r < 0) {
+		free(wreq);
 		side_error(x, r);
 		return;
 	}
@@ -715,8 +733,6 @@ relay_side_init(struct session *s, struct side *x, struct side *peer)
 	x->session = s;
 	x->peer = peer;
 	x->h.handle.data = x;
-	x->write_req.data = x;
-	x->shutdown_req.data = x;
 }
 
 void

@@ -421,6 +421,7 @@ on_backend_connect(uv_connect_t *req, int status)
 {
 	struct session *s = req->data;
 
+	free(req);
 	if (session_release(s))
 		return;
 	/* Cancelled: the handle was closed for the next address or for
@@ -457,14 +458,33 @@ connecting(struct session *s)
 	set_state(s, SESSION_CONNECT);
 }
 
+/* The request lives for its flight only: an idle session holds none. */
+static uv_connect_t *
+connect_req_new(struct session *s)
+{
+	uv_connect_t *req = malloc(sizeof(*req));
+
+	if (req == NULL) {
+		session_close(s, SESSION_END_NO_MEMORY, NULL);
+		return NULL;
+	}
+	req->data = s;
+	return req;
+}
+
 static void
 start_tcp_connect(struct session *s, const struct sockaddr *sa)
 {
 	struct side *b = &s->backend;
+	uv_connect_t *req;
 	int r;
 
+	req = connect_req_new(s);
+	if (req == NULL)
+		return;
 	r = uv_tcp_init(&s->worker->loop, &b->h.tcp);
 	if (r < 0) {
+		free(req);
 		session_finish(s, PROTO_NOTICE_UNAVAILABLE,
 		    SESSION_END_BACKEND_UNREACHABLE, uv_strerror(r));
 		return;
@@ -473,8 +493,9 @@ start_tcp_connect(struct session *s, const struct sockaddr *sa)
 	memcpy(&s->backend_addr, sa,
 	    sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
 	                                sizeof(struct sockaddr_in));
-	r = uv_tcp_connect(&s->connect_req, &b->h.tcp, sa, on_backend_connect);
+	r = uv_tcp_connect(req, &b->h.tcp, sa, on_backend_connect);
 	if (r < 0) {
+		free(req);
 		connect_failed(s, r);
 		return;
 	}
@@ -532,6 +553,7 @@ connect_backend(struct session *s)
 	const struct config_backend *be = &s->listener->conf->backend;
 	struct side *b = &s->backend;
 	struct addrinfo hints;
+	uv_connect_t *req;
 	int r;
 
 	/* Nothing reaches the backend before it is connected; input that
@@ -542,14 +564,17 @@ connect_backend(struct session *s)
 		start_tcp_connect(s, (const struct sockaddr *)&be->addr.sa);
 		return;
 	case CONFIG_BACKEND_UNIX:
+		req = connect_req_new(s);
+		if (req == NULL)
+			return;
 		r = uv_pipe_init(&s->worker->loop, &b->h.pipe, 0);
 		if (r < 0) {
+			free(req);
 			connect_failed(s, r);
 			return;
 		}
 		adopt_backend_handle(s);
-		uv_pipe_connect(&s->connect_req, &b->h.pipe, be->path,
-		    on_backend_connect);
+		uv_pipe_connect(req, &b->h.pipe, be->path, on_backend_connect);
 		connecting(s);
 		return;
 	case CONFIG_BACKEND_HOST:
@@ -697,7 +722,6 @@ session_accept(struct worker *w, struct worker_listener *l, uv_stream_t *server)
 	s->end_state = SESSION_HANDSHAKE;
 	relay_side_init(s, &s->client, &s->backend);
 	relay_side_init(s, &s->backend, &s->client);
-	s->connect_req.data = s;
 	s->timer.data = s;
 	s->started_ms = s->active_ms = uv_now(&w->loop);
 	s->started_hr = uv_hrtime();
