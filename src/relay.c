@@ -364,7 +364,7 @@ from_client(struct session *s)
 		}
 		break;
 	}
-	relay_flush(b);
+	relay_flush_later(b);
 	if (s->state == SESSION_RELAY)
 		relay_flush(c); /* alerts, KeyUpdate answers */
 }
@@ -444,7 +444,7 @@ from_backend(struct session *s)
 	}
 	if (c->out.bytes >= RELAY_HIGH_WATER)
 		pause_reading(b);
-	relay_flush(c);
+	relay_flush_later(c);
 }
 
 static void
@@ -725,6 +725,49 @@ relay_flush(struct side *x)
 	}
 	x->writing = total;
 	s->pending++;
+}
+
+static void
+on_flush_check(uv_check_t *h)
+{
+	struct worker *w = h->data;
+	struct side *x;
+
+	while ((x = w->flush_head) != NULL) {
+		w->flush_head = x->flush_next;
+		x->flush_next = NULL;
+		x->flush_queued = false;
+		/* Closing sessions are not freed before the closing phase,
+		 * which comes after this one; relay_flush skips them. */
+		relay_flush(x);
+	}
+	uv_check_stop(h);
+}
+
+void
+relay_flush_later(struct side *x)
+{
+	struct worker *w = x->session->worker;
+
+	if (x->flush_queued)
+		return;
+	x->flush_queued = true;
+	x->flush_next = w->flush_head;
+	w->flush_head = x;
+	(void)uv_check_start(&w->flush_check, on_flush_check);
+}
+
+void
+relay_flush_cancel(struct side *x)
+{
+	struct side **pp = &x->session->worker->flush_head;
+
+	if (!x->flush_queued)
+		return;
+	while (*pp != x)
+		pp = &(*pp)->flush_next;
+	*pp = x->flush_next;
+	x->flush_queued = false;
 }
 
 void

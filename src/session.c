@@ -223,6 +223,8 @@ session_free(struct session *s)
 	buf_queue_clear(&s->client.out, pool);
 	buf_queue_clear(&s->backend.out, pool);
 	uv_freeaddrinfo(s->addrs);
+	relay_flush_cancel(&s->client);
+	relay_flush_cancel(&s->backend);
 	s->magic = 0;
 	worker_session_remove(w, s);
 	free(s);

@@ -59,6 +59,7 @@ maybe_finish(struct worker *w)
 	uv_close((uv_handle_t *)&w->wakeup, on_quiet_close);
 	uv_mutex_unlock(&w->wakeup_lock);
 	uv_close((uv_handle_t *)&w->drain_timer, on_quiet_close);
+	uv_close((uv_handle_t *)&w->flush_check, on_quiet_close);
 }
 
 static void
@@ -243,6 +244,8 @@ worker_create(unsigned index, struct config *cfg, SSL_CTX *const *ctxs,
 	w->wakeup.data = w;
 	(void)uv_timer_init(&w->loop, &w->drain_timer);
 	w->drain_timer.data = w;
+	(void)uv_check_init(&w->loop, &w->flush_check);
+	w->flush_check.data = w;
 	w->listeners = calloc(cfg->listener_count, sizeof(*w->listeners));
 	if (w->listeners == NULL) {
 		abandon(w);

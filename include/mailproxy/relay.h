@@ -38,6 +38,17 @@ void relay_read_stop(struct side *x);
 void relay_flush(struct side *x);
 
 /*
+ * Flushes x at the end of this loop iteration (libuv's check phase), once
+ * every read the poll delivered has been processed: the records of a
+ * burst then leave in one writev, not one syscall and one loopback or
+ * network segment per 16 KiB record.
+ */
+void relay_flush_later(struct side *x);
+
+/* Takes x off the flush list; for a session being freed. */
+void relay_flush_cancel(struct side *x);
+
+/*
  * Enters the relay: reads both sides and processes client bytes that
  * arrived with the end of the handshake. May end the session.
  */

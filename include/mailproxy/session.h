@@ -82,7 +82,9 @@ struct side {
 	/* At most one write in flight; its request is malloc'd for its
 	 * flight only, like the shutdown's, so an idle session holds none
 	 * (192 + 80 bytes a side). */
-	size_t writing;     /* bytes in that write; 0 when none */
+	size_t writing;          /* bytes in that write; 0 when none */
+	struct side *flush_next; /* in the worker's flush list */
+	bool flush_queued;
 	uint64_t bytes_in;  /* read from this socket */
 	uint64_t bytes_out; /* written to this socket */
 	bool open;          /* handle initialised and not yet closed */

@@ -51,6 +51,10 @@ struct worker {
 	uv_mutex_t wakeup_lock; /* wakeup is not sent while it closes */
 	bool wakeup_closed;     /* under wakeup_lock */
 	uv_timer_t drain_timer;
+	/* Sides whose output waits for the end of this loop iteration, so
+	 * the records of several reads leave in one writev (relay.c). */
+	uv_check_t flush_check;
+	struct side *flush_head;
 	atomic_int command;
 	atomic_bool finished; /* the loop has ended */
 	bool started;         /* the thread runs: worker_free joins it */
