@@ -122,18 +122,35 @@ free_contexts(struct app *app)
 }
 
 /*
+ * Sessions one worker takes before it turns new ones away (end=limit):
+ * two descriptors each, less what the process needs besides (listening
+ * sockets, log, libuv's own). Without it, libuv silently accepts and
+ * closes connections once accept() fails with EMFILE, and nobody learns
+ * why clients are dropped.
+ */
+static size_t
+worker_session_max(rlim_t fds, size_t workers, size_t listen_fds)
+{
+	size_t reserve = 16 + listen_fds + 4 * workers;
+	size_t usable = fds > reserve ? (size_t)fds - reserve : 2;
+
+	return usable / 2 / workers > 0 ? usable / 2 / workers : 1;
+}
+
+/*
  * Each worker needs its own descriptors: one process holds up to two per
  * session, so the soft limit is raised to the hard one.
  */
-static void
-raise_fd_limit(void)
+static size_t
+raise_fd_limit(size_t workers, size_t listen_fds)
 {
+	size_t per_worker;
 	struct rlimit rl;
 	rlim_t was;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
 		log_warn("getrlimit(RLIMIT_NOFILE)");
-		return;
+		return worker_session_max(1024, workers, listen_fds);
 	}
 	was = rl.rlim_cur;
 	if (rl.rlim_cur < rl.rlim_max) {
@@ -144,11 +161,12 @@ raise_fd_limit(void)
 			rl.rlim_cur = was;
 		}
 	}
+	per_worker = worker_session_max(rl.rlim_cur, workers, listen_fds);
 	log_info("open file limit %llu (was %llu, hard limit %llu): at most "
-	         "about %llu sessions",
+	         "%zu sessions (%zu per worker)",
 	    (unsigned long long)rl.rlim_cur, (unsigned long long)was,
-	    (unsigned long long)rl.rlim_max,
-	    (unsigned long long)(rl.rlim_cur / 2));
+	    (unsigned long long)rl.rlim_max, per_worker * workers, per_worker);
+	return per_worker;
 }
 
 static int
@@ -318,15 +336,17 @@ run(struct app *app)
 	struct config *cfg = app->cfg;
 	size_t total = 0, i, j;
 	unsigned n, started = 0;
+	size_t session_max;
 	int r, **fds;
 
 	if (log_init(cfg) < 0)
 		fatal("cannot open log file %s", cfg->log);
 	(void)signal(SIGPIPE, SIG_IGN);
-	raise_fd_limit();
 	n = cfg->workers != 0 ? cfg->workers : uv_available_parallelism();
 	for (i = 0; i < cfg->listener_count; i++)
 		total += cfg->listeners[i].listen_count;
+	/* Before binding: the limit decides how many sockets may be open. */
+	session_max = raise_fd_limit(n, n * total);
 	fds = calloc(n, sizeof(*fds));
 	app->workers = calloc(n, sizeof(*app->workers));
 	if (fds == NULL || app->workers == NULL)
@@ -351,6 +371,7 @@ run(struct app *app)
 		free(fds[i]);
 		if (app->workers[i] == NULL)
 			fatalx("cannot create worker %zu", i);
+		app->workers[i]->session_max = session_max;
 	}
 	free(fds);
 	app->worker_count = n;

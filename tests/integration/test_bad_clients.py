@@ -7,6 +7,7 @@ saying why, and the well-behaved session alongside is unaffected.
 import imaplib
 import socket
 import subprocess
+import time
 import unittest
 
 from proxy import ProxyTestCase, recv_until_closed
@@ -24,6 +25,51 @@ class BadClientsTest(ProxyTestCase):
     def raw(self, mp):
         return socket.create_connection(("127.0.0.1", mp.port("imaps")),
                                         timeout=30)
+
+    def test_sessions_beyond_the_open_file_limit_are_logged(self):
+        # 60 descriptors, one worker: (60 - 16 - 1 listening - 4) / 2 =
+        # 19 sessions. Past that libuv would accept and close unseen.
+        mp = self.proxy(workers=1, listeners={
+            "imaps": ("imap", "127.0.0.1:%d" % self.env.imap_port, ""),
+        })
+        argv = mp.argv
+        mp.argv = lambda: ["prlimit", "--nofile=60:60"] + argv()
+        mp.start()
+        held = []
+        try:
+            self.assertTrue(mp.wait_log("at most 19 sessions (19 per "
+                                        "worker)"), mp.log_text())
+            for _ in range(19):
+                held.append(self.raw(mp))
+            # Held sessions are accepted in order; give them the time.
+            time.sleep(0.5)
+            extra = [self.raw(mp) for _ in range(3)]
+            for s in extra:
+                self.assertEqual(recv_until_closed(s), b"")
+                s.close()
+            refused = mp.wait_sessions(3, end="limit")
+            for s in held:
+                s.close()
+            held = []
+            mp.wait_sessions(22)
+            # Below the limit again: a real client gets in.
+            imap = imaplib.IMAP4_SSL("localhost", mp.port("imaps"),
+                                     ssl_context=self.ca.client_context(),
+                                     timeout=30)
+            imap.login(self.env.user, self.env.password)
+            imap.logout()
+            self.assertStopsCleanly(mp)
+        finally:
+            for s in held:
+                s.close()
+            mp.stop()
+        self.assertEqual(len(refused), 3, mp.log_text())
+        for line in refused:
+            self.assertEqual(line["error"],
+                             "too many sessions for the open file limit")
+            self.assertEqual(line["state"], "handshake")
+            self.assertEqual(line["client_in"], "0")
+        self.assertEqual(len(mp.sessions(end="limit")), 3, mp.log_text())
 
     def test_plaintext_instead_of_client_hello(self):
         mp = self.start_proxy()
