@@ -16,7 +16,8 @@
  *   upload     log in as "sink:N", write as fast as possible; bytes count
  *              once the backend has confirmed them ("done" per N bytes)
  *   idle       open -n sessions, log each in, print "ready", then hold
- *              them until stdin reaches EOF or a signal comes
+ *              them until stdin reaches EOF or a signal comes; a line
+ *              "N" on stdin opens N more, then "ready" again (bench/scale)
  *   latency    one session, sequential 64-byte round trips to "echo"
  *   plain      the same without TLS, straight to the backend
  *
@@ -25,6 +26,10 @@
  * the CPU time of the proxy's processes (-P) and the backend's (-B) from
  * /proc/PID/stat, so the figures per proxy CPU-second cover exactly the
  * counted work. One line of key=value results goes to stdout.
+ *
+ * -L binds every connection to a source address first (127.0.0.2, ...:
+ * all of 127/8 is loopback), so that several load generators reach one
+ * proxy port with more sessions than one source address has ports.
  *
  * Must not: count work outside the window, or spend the CPU it shares with
  * the backend on anything but the protocol (no logging per connection,
@@ -133,6 +138,7 @@ struct slot {
 struct options {
 	enum mode mode;
 	const char *addr;
+	const char *source; /* -L: bind to this address first */
 	int port;
 	int conc;
 	double secs, warm;
@@ -162,6 +168,7 @@ static struct options opt = {
 static struct {
 	enum phase phase;
 	uint64_t t_start, t_window, t_end;
+	uint64_t t_step; /* idle: when the last "N more" came */
 	long long started, done_conns, reused, errors, lost;
 	unsigned long long bytes;
 	long long window_conns, window_reused;
@@ -177,7 +184,7 @@ static struct {
 
 static int epfd;
 static SSL_CTX *ctx;
-static struct sockaddr_in target;
+static struct sockaddr_in target, source;
 static struct slot *slots;
 static struct conn *conns; /* every open connection */
 static int active;         /* slots in use */
@@ -875,6 +882,17 @@ conn_start(int slot)
 		return false;
 	}
 	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* The port is chosen at connect(), per destination: one source
+	 * address then has its ~28k ports for each proxy port. */
+	if (opt.source != NULL &&
+	    (setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one,
+	         sizeof(one)) != 0 ||
+	        bind(c->fd, (struct sockaddr *)&source, sizeof(source)) != 0)) {
+		note_error(strerror(errno));
+		(void)close(c->fd);
+		free(c);
+		return false;
+	}
 	c->slot = slot;
 	slots[slot].conn = c;
 	active++;
@@ -1090,7 +1108,7 @@ usage(void)
 	    "[-w SECS]\n"
 	    "               [-n COUNT] [-b BYTES] [-W ROUNDS] [-S CHUNK] "
 	    "[-l LEN]\n"
-	    "               [-P PID,...] [-B PID,...] [-s SNI]\n"
+	    "               [-P PID,...] [-B PID,...] [-s SNI] [-L SRCADDR]\n"
 	    "modes: handshake resume download upload idle latency plain\n"
 	    "  -c  concurrent connections (idle: sessions opening at once)\n"
 	    "  -t  measured seconds, after -w seconds of warm-up\n"
@@ -1099,7 +1117,10 @@ usage(void)
 	    "  -b  download/upload: stop after this many bytes (no -t)\n"
 	    "  -W  latency warm-up round trips   -l  probe length (64)\n"
 	    "  -S  upload: bytes per \"done\" from the backend\n"
-	    "  -P  proxy pids and -B backend pids whose CPU time is read\n");
+	    "  -P  proxy pids and -B backend pids whose CPU time is read\n"
+	    "  -L  bind each connection to this source address\n"
+	    "idle: a line \"N\" on stdin opens N more sessions, then \"ready\" "
+	    "again\n");
 	exit(2);
 }
 
@@ -1109,7 +1130,8 @@ parse_args(int argc, char **argv)
 	bool timed = false;
 	int o, m;
 
-	while ((o = getopt(argc, argv, "m:a:p:c:t:w:n:b:W:S:l:P:B:s:")) != -1) {
+	while (
+	    (o = getopt(argc, argv, "m:a:p:c:t:w:n:b:W:S:l:P:B:s:L:")) != -1) {
 		switch (o) {
 		case 'm':
 			for (m = 0; m < MODE_COUNT_; m++)
@@ -1158,6 +1180,9 @@ parse_args(int argc, char **argv)
 			break;
 		case 's':
 			opt.sni = optarg;
+			break;
+		case 'L':
+			opt.source = optarg;
 			break;
 		default:
 			usage();
@@ -1244,13 +1269,21 @@ finished(void)
 	}
 }
 
-/* Idle mode after "ready": hold until stdin's EOF or a signal. */
-static void
+/*
+ * Idle mode after "ready": hold until stdin's EOF or a signal (returns 0),
+ * or until a line "N" on stdin asks for N more sessions (returns N). Lines
+ * past that one wait in the buffer for the next call.
+ */
+static long long
 hold_idle(void)
 {
+	static char in[64];
+	static size_t in_len;
 	struct epoll_event ev, evs[MAX_EVENTS];
 	struct stat sb;
-	char b[256];
+	long long more;
+	char b[256], *nl;
+	ssize_t r;
 	int i, n;
 
 	memset(&ev, 0, sizeof(ev));
@@ -1265,19 +1298,43 @@ hold_idle(void)
 	    epoll_ctl(epfd, EPOLL_CTL_ADD, STDIN_FILENO, &ev) != 0) {
 		while (read(STDIN_FILENO, b, sizeof(b)) > 0)
 			;
-		return;
+		return 0;
 	}
-	while (!got_signal) {
+	for (;;) {
+		/* A line already read: a positive number asks for more. */
+		if ((nl = memchr(in, '\n', in_len)) != NULL) {
+			*nl = '\0';
+			more = atoll(in);
+			in_len -= (size_t)(nl + 1 - in);
+			memmove(in, nl + 1, in_len);
+			if (more > 0)
+				break;
+			continue;
+		}
+		more = 0;
+		if (got_signal)
+			break;
 		n = epoll_wait(epfd, evs, MAX_EVENTS, 1000);
 		for (i = 0; i < n; i++) {
 			if (evs[i].data.ptr != NULL) {
 				conn_step(evs[i].data.ptr, evs[i].events);
 				continue;
 			}
-			if (read(STDIN_FILENO, b, sizeof(b)) <= 0)
-				return;
+			if (in_len == sizeof(in))
+				in_len = 0; /* not a number: drop it */
+			r = read(STDIN_FILENO, in + in_len,
+			    sizeof(in) - in_len);
+			if (r <= 0)
+				goto eof;
+			in_len += (size_t)r;
 		}
 	}
+	/* The loop that opens the next sessions must not see stdin. */
+	(void)epoll_ctl(epfd, EPOLL_CTL_DEL, STDIN_FILENO, NULL);
+	return more;
+eof:
+	(void)epoll_ctl(epfd, EPOLL_CTL_DEL, STDIN_FILENO, NULL);
+	return 0;
 }
 
 /* Ends every session with close_notify and FIN, as a client would. */
@@ -1297,6 +1354,7 @@ main(int argc, char **argv)
 	struct epoll_event evs[MAX_EVENTS];
 	struct rlimit rl;
 	uint64_t now, last_sweep = 0;
+	long long more;
 	int i, n, timeout;
 
 	parse_args(argc, argv);
@@ -1313,6 +1371,11 @@ main(int argc, char **argv)
 	target.sin_port = htons((uint16_t)opt.port);
 	if (inet_pton(AF_INET, opt.addr, &target.sin_addr) != 1)
 		usage();
+	memset(&source, 0, sizeof(source));
+	source.sin_family = AF_INET;
+	if (opt.source != NULL &&
+	    inet_pton(AF_INET, opt.source, &source.sin_addr) != 1)
+		usage();
 	if (opt.mode != MODE_PLAIN && (ctx = client_ctx()) == NULL) {
 		ERR_print_errors_fp(stderr);
 		return 1;
@@ -1328,7 +1391,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 
-	st.t_start = now_ns();
+	st.t_start = st.t_step = now_ns();
 	if (opt.warm > 0)
 		st.phase = PHASE_WARM;
 	else
@@ -1354,11 +1417,22 @@ main(int argc, char **argv)
 			break;
 		if (opt.mode == MODE_IDLE && st.ready >= opt.count) {
 			printf("ready mode=idle sessions=%lld errors=%lld "
-			       "secs=%.3f\n",
+			       "secs=%.3f step_secs=%.3f lost=%lld\n",
 			    st.ready, st.errors,
-			    (double)(now - st.t_start) / 1e9);
+			    (double)(now - st.t_start) / 1e9,
+			    (double)(now - st.t_step) / 1e9, st.lost);
 			(void)fflush(stdout);
-			hold_idle();
+			if (st.first_error[0] != '\0')
+				fprintf(stderr,
+				    "loadgen: %lld errors, first: %s\n",
+				    st.errors, st.first_error);
+			more = hold_idle();
+			if (more > 0) {
+				opt.count += more;
+				st.t_step = now_ns();
+				fill_slots();
+				continue;
+			}
 			close_all();
 			printf(
 			    "mode=idle sessions=%lld lost=%lld errors=%lld\n",
