@@ -93,8 +93,11 @@ class BackpressureTest(ProxyTestCase):
         print("\nRSS before %d kB, while stalled %d kB, peak %d kB: "
               "growth %d kB for a %d MB message"
               % (before, stalled, peak, growth, SIZE >> 20))
-        self.assertLess(growth, ALLOWED_GROWTH_KB)
-        self.assertLess(stalled - before, ALLOWED_GROWTH_KB)
+        # Under valgrind the RSS is valgrind's own bookkeeping as much as
+        # mailproxy's; the bytes are still checked exactly.
+        if os.environ.get("MAILPROXY_VALGRIND") != "1":
+            self.assertLess(growth, ALLOWED_GROWTH_KB)
+            self.assertLess(stalled - before, ALLOWED_GROWTH_KB)
         line, = mp.sessions()
         self.assertGreater(int(line["backend_in"]), SIZE)
 
