@@ -41,7 +41,8 @@ struct app {
 	uv_loop_t loop;
 	uv_async_t worker_done;
 	uv_signal_t sig_term, sig_int, sig_usr1, sig_hup;
-	unsigned stop_signals; /* SIGTERM/SIGINT received so far */
+	unsigned stop_signals;  /* SIGTERM/SIGINT received so far */
+	atomic_size_t sessions; /* every worker's, for the open file limit */
 };
 
 static void
@@ -122,35 +123,41 @@ free_contexts(struct app *app)
 }
 
 /*
- * Sessions one worker takes before it turns new ones away (end=limit):
+ * Sessions the process takes before it turns new ones away (end=limit):
  * two descriptors each, less what the process needs besides (listening
  * sockets, log, libuv's own). Without it, libuv silently accepts and
  * closes connections once accept() fails with EMFILE, and nobody learns
- * why clients are dropped.
+ * why clients are dropped. One count for all workers, because
+ * SO_REUSEPORT does not spread connections evenly.
  */
 static size_t
-worker_session_max(rlim_t fds, size_t workers, size_t listen_fds)
+session_max(rlim_t fds, size_t workers, size_t listen_fds)
 {
 	size_t reserve = 16 + listen_fds + 4 * workers;
-	size_t usable = fds > reserve ? (size_t)fds - reserve : 2;
 
-	return usable / 2 / workers > 0 ? usable / 2 / workers : 1;
+	if (fds < reserve + 2) {
+		log_warnx("open file limit %llu leaves no room for sessions "
+		          "(%zu are needed besides); raise it",
+		    (unsigned long long)fds, reserve);
+		return 1;
+	}
+	return ((size_t)fds - reserve) / 2;
 }
 
 /*
- * Each worker needs its own descriptors: one process holds up to two per
- * session, so the soft limit is raised to the hard one.
+ * One process holds up to two descriptors per session, so the soft limit
+ * is raised to the hard one.
  */
 static size_t
 raise_fd_limit(size_t workers, size_t listen_fds)
 {
-	size_t per_worker;
 	struct rlimit rl;
+	size_t most;
 	rlim_t was;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
 		log_warn("getrlimit(RLIMIT_NOFILE)");
-		return worker_session_max(1024, workers, listen_fds);
+		return session_max(1024, workers, listen_fds);
 	}
 	was = rl.rlim_cur;
 	if (rl.rlim_cur < rl.rlim_max) {
@@ -161,12 +168,12 @@ raise_fd_limit(size_t workers, size_t listen_fds)
 			rl.rlim_cur = was;
 		}
 	}
-	per_worker = worker_session_max(rl.rlim_cur, workers, listen_fds);
+	most = session_max(rl.rlim_cur, workers, listen_fds);
 	log_info("open file limit %llu (was %llu, hard limit %llu): at most "
-	         "%zu sessions (%zu per worker)",
+	         "%zu sessions",
 	    (unsigned long long)rl.rlim_cur, (unsigned long long)was,
-	    (unsigned long long)rl.rlim_max, per_worker * workers, per_worker);
-	return per_worker;
+	    (unsigned long long)rl.rlim_max, most);
+	return most;
 }
 
 static int
@@ -336,7 +343,7 @@ run(struct app *app)
 	struct config *cfg = app->cfg;
 	size_t total = 0, i, j;
 	unsigned n, started = 0;
-	size_t session_max;
+	size_t most;
 	int r, **fds;
 
 	if (log_init(cfg) < 0)
@@ -346,7 +353,7 @@ run(struct app *app)
 	for (i = 0; i < cfg->listener_count; i++)
 		total += cfg->listeners[i].listen_count;
 	/* Before binding: the limit decides how many sockets may be open. */
-	session_max = raise_fd_limit(n, n * total);
+	most = raise_fd_limit(n, n * total);
 	fds = calloc(n, sizeof(*fds));
 	app->workers = calloc(n, sizeof(*app->workers));
 	if (fds == NULL || app->workers == NULL)
@@ -371,7 +378,8 @@ run(struct app *app)
 		free(fds[i]);
 		if (app->workers[i] == NULL)
 			fatalx("cannot create worker %zu", i);
-		app->workers[i]->session_max = session_max;
+		app->workers[i]->session_max = most;
+		app->workers[i]->process_sessions = &app->sessions;
 	}
 	free(fds);
 	app->worker_count = n;
@@ -455,6 +463,7 @@ main(int argc, char **argv)
 	}
 
 	memset(&app, 0, sizeof(app));
+	atomic_init(&app.sessions, 0);
 	app.cfg = config_load(path, &errors);
 	if (app.cfg == NULL) {
 		print_errors(errors != NULL ? errors : "out of memory");

@@ -742,6 +742,14 @@ on_flush_check(uv_check_t *h)
 		relay_flush(x);
 	}
 	uv_check_stop(h);
+	uv_idle_stop(&w->flush_idle);
+}
+
+/* Only keeps the poll phase from blocking; on_flush_check does the work. */
+static void
+on_flush_idle(uv_idle_t *h)
+{
+	(void)h;
 }
 
 void
@@ -755,6 +763,10 @@ relay_flush_later(struct side *x)
 	x->flush_next = w->flush_head;
 	w->flush_head = x;
 	(void)uv_check_start(&w->flush_check, on_flush_check);
+	/* Queued outside the poll phase (a write callback, a timer), the
+	 * loop would otherwise block in poll with the data unsent: an active
+	 * idle handle makes that poll return at once. */
+	(void)uv_idle_start(&w->flush_idle, on_flush_idle);
 }
 
 void

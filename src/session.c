@@ -748,7 +748,8 @@ session_accept(struct worker *w, struct worker_listener *l, uv_stream_t *server)
 	len = sizeof(s->local_addr);
 	(void)uv_tcp_getsockname(&s->client.h.tcp, &s->local_addr.sa, &len);
 	(void)uv_tcp_nodelay(&s->client.h.tcp, 1);
-	if (w->session_max > 0 && w->session_count > w->session_max) {
+	if (w->process_sessions != NULL &&
+	    atomic_load(w->process_sessions) > w->session_max) {
 		session_close(s, SESSION_END_LIMIT,
 		    "too many sessions for the open file limit");
 		return;

@@ -54,6 +54,7 @@ struct worker {
 	/* Sides whose output waits for the end of this loop iteration, so
 	 * the records of several reads leave in one writev (relay.c). */
 	uv_check_t flush_check;
+	uv_idle_t flush_idle; /* active while the list is not empty */
 	struct side *flush_head;
 	atomic_int command;
 	atomic_bool finished; /* the loop has ended */
@@ -66,7 +67,11 @@ struct worker {
 	struct buf_pool pool;
 	struct session *sessions; /* every live session, for shutdown */
 	size_t session_count;
-	size_t session_max;  /* more are closed at once: end=limit */
+	/* The process's sessions, all workers', counted on accept and free
+	 * only (never on the data path); past session_max a new one is
+	 * closed at once: end=limit. NULL: no limit. */
+	atomic_size_t *process_sessions;
+	size_t session_max;
 	size_t session_peak; /* most sessions since the heap was last trimmed */
 	uint64_t next_seq;
 	uv_async_t *done; /* main's handle: signalled when the loop ends */
