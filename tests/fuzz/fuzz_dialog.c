@@ -39,6 +39,8 @@
 
 #include "mailproxy/dialog.h"
 
+#include "../support/bytes.h"
+
 #ifndef FUZZ_PROTOCOL
 #define FUZZ_PROTOCOL PROTO_IMAP
 #endif
@@ -54,12 +56,6 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-struct bytes {
-	char *p;
-	size_t len;
-	size_t size;
-};
-
 /* One run of a script: the session's part, and what came out. */
 struct fuzz {
 	struct dialog_params params;
@@ -73,34 +69,6 @@ struct fuzz {
 	bool handshake; /* after DIALOG_STARTTLS, until the next record */
 	bool done;
 };
-
-static void
-bytes_add(struct bytes *b, const void *p, size_t n)
-{
-	size_t size;
-
-	if (n == 0)
-		return;
-	if (b->len + n > b->size) {
-		size = b->size > 0 ? b->size : 256;
-		while (size < b->len + n)
-			size *= 2;
-		b->p = realloc(b->p, size);
-		CHECK(b->p != NULL);
-		b->size = size;
-	}
-	memcpy(b->p + b->len, p, n);
-	b->len += n;
-}
-
-static void
-bytes_drop(struct bytes *b, size_t n)
-{
-	if (n == 0)
-		return;
-	memmove(b->p, b->p + n, b->len - n);
-	b->len -= n;
-}
 
 static void
 event(struct fuzz *f, char e)

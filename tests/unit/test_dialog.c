@@ -25,6 +25,8 @@
 
 #include "mailproxy/dialog.h"
 
+#include "../support/bytes.h"
+
 #define NAME     "mx.example.org"
 #define GREETING "Test ready."
 
@@ -145,49 +147,6 @@ struct dcase {
 	unsigned long discarded;
 	const char *error; /* dialog_error(), when set */
 };
-
-/* A growable byte buffer. */
-struct bytes {
-	char *p;
-	size_t len;
-	size_t size;
-};
-
-static void
-bytes_add(struct bytes *b, const char *p, size_t n)
-{
-	size_t size;
-
-	if (n == 0)
-		return;
-	if (b->len + n > b->size) {
-		size = b->size > 0 ? b->size : 256;
-		while (size < b->len + n)
-			size *= 2;
-		b->p = realloc(b->p, size);
-		assert_non_null(b->p);
-		b->size = size;
-	}
-	memcpy(b->p + b->len, p, n);
-	b->len += n;
-}
-
-static void
-bytes_drop(struct bytes *b, size_t n)
-{
-	if (n == 0)
-		return;
-	memmove(b->p, b->p + n, b->len - n);
-	b->len -= n;
-}
-
-static void
-bytes_free(struct bytes *b)
-{
-	free(b->p);
-	b->p = NULL;
-	b->len = b->size = 0;
-}
 
 enum trickle {
 	WHOLE,    /* each step's input in one piece */
