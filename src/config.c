@@ -105,6 +105,7 @@ static const struct option global_options[] = {
     OPT_TIME(config, "timeout_handshake", timeout_handshake_ms, 100, SEC(3600)),
     OPT_TIME(config, "timeout_connect", timeout_connect_ms, 100, SEC(3600)),
     OPT_TIME(config, "drain_timeout", drain_timeout_ms, 0, SEC(86400)),
+    OPT_TIME(config, "busy_poll", busy_poll_ms, 0, SEC(1)),
     {NULL, 0, 0, 0, NULL, 0, 0},
 };
 

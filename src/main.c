@@ -407,8 +407,14 @@ run(struct app *app)
 			                                    "STARTTLS",
 			    l->listen[j].text, l->backend.text);
 	}
-	log_info("mailproxy %s started with %u worker%s", MAILPROXY_VERSION,
-	    started, started == 1 ? "" : "s");
+	if (app->cfg->busy_poll_ms > 0)
+		log_info("mailproxy %s started with %u worker%s, busy_poll "
+		         "%llums",
+		    MAILPROXY_VERSION, started, started == 1 ? "" : "s",
+		    (unsigned long long)app->cfg->busy_poll_ms);
+	else
+		log_info("mailproxy %s started with %u worker%s",
+		    MAILPROXY_VERSION, started, started == 1 ? "" : "s");
 
 	(void)uv_run(&app->loop, UV_RUN_DEFAULT);
 	for (i = 0; i < n; i++)

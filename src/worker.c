@@ -31,6 +31,7 @@ on_connection(uv_stream_t *server, int status)
 	struct worker *w = l->worker;
 
 	assert(w->magic == WORKER_MAGIC);
+	w->io_events++;
 	if (status < 0) {
 		log_warnx("listener %s: accept failed: %s", l->conf->name,
 		    uv_strerror(status));
@@ -289,12 +290,45 @@ fail_fds:
 	return NULL;
 }
 
+/*
+ * busy_poll: for that long after its last read or accept, the worker
+ * polls without a timeout instead of sleeping in epoll_wait, as HAProxy's
+ * busy-polling does. On a VM a sleeping vCPU wakes slowly; a relay's
+ * round trip has two such wake-ups (client's data, backend's answer).
+ * The worker sleeps again once its sessions have been quiet that long,
+ * so an idle proxy does not hold a core.
+ */
+static void
+run_loop(struct worker *w)
+{
+	uint64_t budget = w->cfg->busy_poll_ms * 1000000, last, now, seen;
+
+	if (budget == 0) {
+		(void)uv_run(&w->loop, UV_RUN_DEFAULT);
+		return;
+	}
+	last = uv_hrtime();
+	for (;;) {
+		seen = w->io_events;
+		if (uv_run(&w->loop, UV_RUN_NOWAIT) == 0)
+			return;
+		now = uv_hrtime();
+		if (w->io_events != seen)
+			last = now;
+		else if (now - last >= budget) {
+			if (uv_run(&w->loop, UV_RUN_ONCE) == 0)
+				return;
+			last = uv_hrtime();
+		}
+	}
+}
+
 static void
 worker_main(void *arg)
 {
 	struct worker *w = arg;
 
-	(void)uv_run(&w->loop, UV_RUN_DEFAULT);
+	run_loop(w);
 	if (uv_loop_close(&w->loop) != 0)
 		log_warnx("worker %u: handles left open at exit", w->index);
 	atomic_store(&w->finished, true);

@@ -160,6 +160,7 @@ struct config {
 	uint64_t timeout_handshake_ms;
 	uint64_t timeout_connect_ms;
 	uint64_t drain_timeout_ms;
+	uint64_t busy_poll_ms; /* 0: workers sleep in epoll_wait as usual */
 	uint64_t set;
 	struct config_tls tls;
 	struct config_listener *listeners;

@@ -74,7 +74,8 @@ struct worker {
 	size_t session_max;
 	size_t session_peak; /* most sessions since the heap was last trimmed */
 	uint64_t next_seq;
-	uv_async_t *done; /* main's handle: signalled when the loop ends */
+	uint64_t io_events; /* reads and accepts, for busy_poll */
+	uv_async_t *done;   /* main's handle: signalled when the loop ends */
 };
 
 /*

@@ -239,6 +239,12 @@ class Mailproxy:
                     return int(line.split()[1])
         raise RuntimeError("no %s" % field)
 
+    def cpu_seconds(self):
+        """utime + stime of all of mailproxy's threads, in seconds."""
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def tls_connect(ca, port, server_hostname="localhost", timeout=30):
     """A raw TLS socket to a mailproxy listener, verified against ca."""

@@ -6,6 +6,7 @@ session leaves exactly one log line with the TLS facts and byte counts.
 """
 
 import imaplib
+import time
 import unittest
 
 import mailenv
@@ -74,6 +75,29 @@ class ImapsTest(ProxyTestCase):
             self.assertEqual(out.stdout, mailenv.to_crlf(self.message))
             self.assertStopsCleanly(mp)
         self.assertEqual(len(mp.sessions()), 1, mp.log_text())
+
+    def test_busy_poll_fetch_byte_exact_then_workers_sleep(self):
+        """busy_poll: the relay is unchanged, and once the sessions are
+        quiet the workers sleep again instead of each holding a core."""
+        expected = self.direct_fetch()
+        with self.proxy(global_extra="busy_poll = 20ms\n") as mp:
+            self.assertIn("started with 2 workers, busy_poll 20ms",
+                          mp.log_text())
+            imap = imaplib.IMAP4_SSL("localhost", mp.port("imaps"),
+                                     ssl_context=self.ca.client_context(),
+                                     timeout=60)
+            self.assertImapFetchExact(imap, expected)
+            # An open session that says nothing for a while is quiet too.
+            before = mp.cpu_seconds()
+            time.sleep(2)
+            idle_cpu = mp.cpu_seconds() - before
+            imap.logout()
+            mp.wait_sessions(1)
+            # Spinning, two workers would use about 4 CPU-seconds here
+            # (with busy_poll = 1s, 1.8 were measured).
+            self.assertLess(idle_cpu, 0.5, mp.log_text())
+            self.assertStopsCleanly(mp)
+        self.assertNormalEnd(mp.sessions()[0])
 
 
 if __name__ == "__main__":

@@ -127,6 +127,8 @@ static const struct error_case error_cases[] = {
     {"duration overflow",
         "[global]\ndrain_timeout = 99999999999999999999h\n" TLS_OK LISTENER_OK,
         2, "drain_timeout: '99999999999999999999h' is not a duration"},
+    {"busy_poll too long", "[global]\nbusy_poll = 2s\n" TLS_OK LISTENER_OK, 2,
+        "busy_poll: '2s' is not a duration from 0s to 1s"},
     {"workers zero", "[global]\nworkers = 0\n" TLS_OK LISTENER_OK, 2,
         "workers: '0' is not auto or a number from 1 to 256"},
     {"workers words", "[global]\nworkers = two\n" TLS_OK LISTENER_OK, 2,
@@ -419,6 +421,7 @@ test_config_load_valid_file(void **state)
 	           "log_format = json ; inline comment\n"
 	           "drain_timeout = 1500ms\n"
 	           "timeout_connect = 2s\n"
+	           "busy_poll = 1ms\n"
 	           "server_name = mx.example.org\n"
 	           "[tls]\n"
 	           "certificate = /etc/ssl/mail.pem\n"
@@ -459,17 +462,18 @@ test_config_load_valid_file(void **state)
 	assert_int_equal(cfg->log_level, CONFIG_LOG_INFO);
 	assert_string_equal(cfg->log, "stderr");
 	assert_int_equal(cfg->drain_timeout_ms, 1500);
+	assert_int_equal(cfg->busy_poll_ms, 1);
 	assert_string_equal(cfg->server_name, "mx.example.org");
 	assert_int_equal(cfg->tls.min_version, CONFIG_TLS_1_3);
 	assert_true(cfg->tls.session_tickets);
 	assert_string_equal(cfg->tls.ciphers,
 	    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256");
-	assert_int_equal(cfg->tls.certificate_loc.line, 10);
+	assert_int_equal(cfg->tls.certificate_loc.line, 11);
 	assert_int_equal(cfg->listener_count, 3);
 
 	l = &cfg->listeners[0];
 	assert_string_equal(l->name, "imaps");
-	assert_int_equal(l->loc.line, 16);
+	assert_int_equal(l->loc.line, 17);
 	assert_int_equal(l->protocol, PROTO_IMAP);
 	assert_int_equal(l->tls, CONFIG_TLS_IMPLICIT);
 	assert_int_equal(l->listen_count, 4);
@@ -477,7 +481,7 @@ test_config_load_valid_file(void **state)
 	assert_string_equal(l->listen[1].text, "[::1]:993");
 	assert_string_equal(l->listen[2].text, "0.0.0.0:1993");
 	assert_string_equal(l->listen[3].text, "[::]:1993");
-	assert_int_equal(l->listen[3].loc.line, 19);
+	assert_int_equal(l->listen[3].loc.line, 20);
 	assert_int_equal(l->backend.kind, CONFIG_BACKEND_ADDR);
 	assert_string_equal(l->backend.text, "[2001:db8::5]:143");
 	assert_int_equal(l->timeout_handshake_ms, 5000);
@@ -564,6 +568,7 @@ test_config_load_defaults(void **state)
 	assert_int_equal(cfg->log_format, CONFIG_LOG_TEXT);
 	assert_false(cfg->log_connect);
 	assert_int_equal(cfg->drain_timeout_ms, 30000);
+	assert_int_equal(cfg->busy_poll_ms, 0);
 	assert_int_equal(cfg->tls.min_version, CONFIG_TLS_1_2);
 	assert_non_null(cfg->tls.ciphers);
 	assert_non_null(cfg->server_name);
