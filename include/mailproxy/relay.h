@@ -14,10 +14,11 @@
 
 #include "mailproxy/session.h"
 
-/* Bytes queued towards one side before its source stops being read. */
-#define RELAY_HIGH_WATER (4 * BUF_CHUNK_SIZE)
+/* Bytes queued towards one side before its source stops being read
+ * (checked before each read is queued, so one read more may follow). */
+#define RELAY_HIGH_WATER (64 * 1024)
 /* Bytes below which a stopped source is read again. */
-#define RELAY_LOW_WATER  BUF_CHUNK_SIZE
+#define RELAY_LOW_WATER  (16 * 1024)
 
 /*
  * Binds side x of s to its peer and session; call before the handle is
@@ -41,7 +42,7 @@ void relay_flush(struct side *x);
  * Flushes x at the end of this loop iteration (libuv's check phase), once
  * every read the poll delivered has been processed: the records of a
  * burst then leave in one writev, not one syscall and one loopback or
- * network segment per 16 KiB record.
+ * network segment per TLS record.
  */
 void relay_flush_later(struct side *x);
 
