@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/x509v3.h>
 
 #include "mailproxy/error.h"
@@ -266,6 +267,7 @@ on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
  */
 struct sni_table {
 	bool strict;
+	SSL_CTX *def; /* the context the table hangs off; not owned */
 	size_t count;
 	SSL_CTX *ctx[];
 };
@@ -316,40 +318,109 @@ sni_pick(const struct sni_table *t, SSL_CTX *def, const char *host)
 }
 
 /*
- * Runs during the ClientHello, only when the client sent a server name.
- * Switching the context changes the certificate (and the ALPN callback,
- * which every context has alike); tickets stay sealed with the default
- * context's keys, which OpenSSL keeps as the session context.
+ * The host name of the ClientHello's server_name extension (RFC 6066 §3),
+ * or false when there is none. Only the shape is checked here: OpenSSL
+ * parses the extension strictly right after, and refuses what is wrong.
+ */
+static bool
+client_hello_sni(SSL *ssl, char *host, size_t size)
+{
+	const unsigned char *p;
+	size_t len, list, n;
+
+	if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p,
+	        &len) ||
+	    len < 2)
+		return false;
+	list = (size_t)p[0] << 8 | p[1];
+	p += 2;
+	len -= 2;
+	if (list != len || len < 3 || p[0] != TLSEXT_NAMETYPE_host_name)
+		return false;
+	n = (size_t)p[1] << 8 | p[2];
+	if (n == 0 || n + 3 > len || n >= size || memchr(p + 3, 0, n) != NULL)
+		return false;
+	memcpy(host, p + 3, n);
+	host[n] = '\0';
+	return true;
+}
+
+/*
+ * Picks the certificate before OpenSSL looks at the client's ticket or
+ * session id: switching the context also switches the session id
+ * context, and each context of a listener has its own (set_sid_ctx), so
+ * a session resumes only under the certificate it was made with. RFC
+ * 6066 §3: a ticket issued under one name must not resume under another.
+ * Tickets stay sealed with the default context's keys, which OpenSSL
+ * keeps as the session context. An unknown name is refused later, by
+ * on_servername, once OpenSSL has parsed it for the log line.
+ */
+static int
+on_client_hello(SSL *ssl, int *alert, void *arg)
+{
+	const struct sni_table *t = arg;
+	char host[TLSEXT_MAXLEN_host_name + 1];
+	SSL_CTX *c;
+
+	if (!client_hello_sni(ssl, host, sizeof(host)))
+		return SSL_CLIENT_HELLO_SUCCESS;
+	c = sni_pick(t, t->def, host);
+	if (c != NULL && c != SSL_get_SSL_CTX(ssl) &&
+	    SSL_set_SSL_CTX(ssl, c) == NULL) {
+		*alert = SSL_AD_INTERNAL_ERROR;
+		return SSL_CLIENT_HELLO_ERROR;
+	}
+	return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+/*
+ * Runs once OpenSSL has parsed the server name, only when there is one.
+ * With sni_strict, a name that left the default context in place and
+ * that the default certificate does not name either is refused.
  */
 static int
 on_servername(SSL *ssl, int *alert, void *arg)
 {
 	const struct sni_table *t = arg;
 	const char *host = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-	SSL_CTX *def = SSL_get_SSL_CTX(ssl), *c;
 
-	if (host == NULL)
+	if (!t->strict || host == NULL || SSL_get_SSL_CTX(ssl) != t->def ||
+	    sni_pick(t, t->def, host) != NULL)
 		return SSL_TLSEXT_ERR_OK;
-	c = sni_pick(t, def, host);
-	if (c == NULL) {
-		if (!t->strict)
-			return SSL_TLSEXT_ERR_OK;
-		/* OpenSSL's own reason would be "callback failed". */
-		((struct tls_io *)BIO_get_data(SSL_get_rbio(ssl)))->refused =
-		    "unknown SNI name";
-		*alert = SSL_AD_UNRECOGNIZED_NAME;
-		return SSL_TLSEXT_ERR_ALERT_FATAL;
-	}
-	if (c != def && SSL_set_SSL_CTX(ssl, c) == NULL) {
-		*alert = SSL_AD_INTERNAL_ERROR;
-		return SSL_TLSEXT_ERR_ALERT_FATAL;
-	}
-	return SSL_TLSEXT_ERR_OK;
+	/* OpenSSL's own reason would be "callback failed". */
+	((struct tls_io *)BIO_get_data(SSL_get_rbio(ssl)))->refused =
+	    "unknown SNI name";
+	*alert = SSL_AD_UNRECOGNIZED_NAME;
+	return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+/*
+ * The session id context of a listener's context: its name for the
+ * default certificate, a digest of the name and the place for the n-th
+ * sni_certificate (a name may already take all 32 bytes).
+ */
+static bool
+set_sid_ctx(SSL_CTX *ctx, const char *name, size_t n)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int len;
+	char text[64];
+	int r;
+
+	if (n == 0)
+		return SSL_CTX_set_session_id_context(ctx,
+		           (const unsigned char *)name,
+		           (unsigned)strlen(name)) == 1;
+	r = snprintf(text, sizeof(text), "%s/sni/%zu", name, n);
+	if (r < 0 || (size_t)r >= sizeof(text) ||
+	    !EVP_Digest(text, (size_t)r, md, &len, EVP_sha256(), NULL))
+		return false;
+	return SSL_CTX_set_session_id_context(ctx, md, len) == 1;
 }
 
 /* Everything but the certificate, alike for the default and SNI ones. */
 static SSL_CTX *
-ctx_new(const struct config *cfg, const struct config_listener *l,
+ctx_new(const struct config *cfg, const struct config_listener *l, size_t n,
     char **error_out)
 {
 	struct config_loc glob = {cfg->path, 0};
@@ -378,8 +449,7 @@ ctx_new(const struct config *cfg, const struct config_listener *l,
 	SSL_CTX_set_max_early_data(ctx, 0);
 	SSL_CTX_set_recv_max_early_data(ctx, 0);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-	if (!SSL_CTX_set_session_id_context(ctx, (const unsigned char *)l->name,
-	        (unsigned)strlen(l->name)))
+	if (!set_sid_ctx(ctx, l->name, n))
 		goto fail_glob;
 	SSL_CTX_set_dh_auto(ctx, 1);
 	SSL_CTX_set_alpn_select_cb(ctx, on_alpn,
@@ -460,8 +530,9 @@ ctx_add_sni(SSL_CTX *ctx, const struct config *cfg,
 	}
 	/* From here SSL_CTX_free(ctx) frees the table and what it holds. */
 	table->strict = t->sni_strict;
+	table->def = ctx;
 	for (i = 0; i < t->sni_count; i++) {
-		c = ctx_new(cfg, l, error_out);
+		c = ctx_new(cfg, l, i + 1, error_out);
 		if (c == NULL)
 			return false;
 		table->ctx[table->count++] = c;
@@ -469,6 +540,7 @@ ctx_add_sni(SSL_CTX *ctx, const struct config *cfg,
 		        t->sni[i].key, &t->sni[i].loc, error_out))
 			return false;
 	}
+	SSL_CTX_set_client_hello_cb(ctx, on_client_hello, table);
 	SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
 	SSL_CTX_set_tlsext_servername_arg(ctx, table);
 	return true;
@@ -485,7 +557,7 @@ tls_ctx_build(const struct config *cfg, const struct config_listener *l,
 
 	*error_out = NULL;
 	ERR_clear_error();
-	ctx = ctx_new(cfg, l, error_out);
+	ctx = ctx_new(cfg, l, 0, error_out);
 	if (ctx == NULL)
 		return NULL;
 	if (!ctx_use_pair(ctx, cert, &cert_loc, key, &key_loc, error_out) ||

@@ -8,6 +8,7 @@ renegotiation, early data); hand-made ClientHellos check compression.
 
 import base64
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -424,6 +425,51 @@ class TlsPolicyTest(StarttlsCase):
             self.assertStopsCleanly(mp)
         self.assertIn("mail.example.net", [l["sni"] for l in lines])
         self.assertIn("a.b.example.org", [l["sni"] for l in lines])
+
+    def test_h60_a_session_resumes_only_under_its_own_certificate(self):
+        # RFC 6066 §3: a session made under one name must not resume
+        # under another; the client gets a full handshake and the other
+        # name's certificate. Names served by one certificate share it.
+        sess = os.path.join(self.env.tmp, "sni-resume.pem")
+
+        def run(version, flag, sni):
+            names = ["-servername", sni] if sni else ["-noservername"]
+            out = s_client(mp.port("imaps"), "-CAfile", self.ca.ca_pem,
+                           "-crlf", "-ign_eof", version, flag, sess,
+                           *names, data=b"a LOGOUT\n")
+            self.assertEqual(out.returncode, 0, out.stderr)
+            m = re.search(rb"^(New|Reused), (TLSv1\.[23]),", out.stdout,
+                          re.M)
+            cn = re.search(rb"^subject=CN = (\S+)", out.stdout, re.M)
+            self.assertTrue(m and cn, out.stdout)
+            return (m.group(1).decode(), m.group(2).decode(),
+                    cn.group(1).decode())
+
+        with self.mailproxy(tls_extra=self.sni_config()) as mp:
+            for version, v in (("-tls1_3", "TLSv1.3"),
+                               ("-tls1_2", "TLSv1.2")):
+                with self.subTest(version=v):
+                    self.assertEqual(
+                        run(version, "-sess_out", "mail.example.net"),
+                        ("New", v, "mail.example.net"))
+                    self.assertEqual(
+                        run(version, "-sess_in", "mail.example.net"),
+                        ("Reused", v, "mail.example.net"))
+                    # Another name: a full handshake with its own
+                    # certificate, the wildcard's, then no name at all.
+                    self.assertEqual(
+                        run(version, "-sess_in", "imap.example.org"),
+                        ("New", v, "*.example.org"))
+                    self.assertEqual(run(version, "-sess_in", None),
+                                     ("New", v, "localhost"))
+                    # The default certificate's session, with no name.
+                    run(version, "-sess_out", "localhost")
+                    self.assertEqual(run(version, "-sess_in", None),
+                                     ("Reused", v, "localhost"))
+            lines = mp.wait_sessions(12)
+            self.assertStopsCleanly(mp)
+        self.assertEqual([l["resumed"] for l in lines],
+                         ["no", "yes", "no", "no", "no", "yes"] * 2)
 
     def test_h60_unknown_sni_gets_the_default_certificate(self):
         # Without sni_strict an unknown name is served the default
