@@ -60,27 +60,45 @@ int
 proto_notice_line(enum proto p, enum proto_notice n, const char *server_name,
     char *buf, size_t size)
 {
+	static const char *const imap[] = {
+	    [PROTO_NOTICE_UNAVAILABLE] = "[UNAVAILABLE] Backend server not "
+	                                 "available.",
+	    [PROTO_NOTICE_SHUTDOWN] = "Server shutting down.",
+	    [PROTO_NOTICE_BUSY] = "[UNAVAILABLE] Too many connections, try "
+	                          "again later.",
+	};
+	static const char *const pop3[] = {
+	    [PROTO_NOTICE_UNAVAILABLE] = "Backend server not available.",
+	    [PROTO_NOTICE_SHUTDOWN] = "Server shutting down.",
+	    [PROTO_NOTICE_BUSY] = "Too many connections, try again later.",
+	};
+	/* RFC 3463: X.3.0 other mail system status, X.3.2 system not
+	 * accepting network messages. */
+	static const char *const smtp_code[] = {
+	    [PROTO_NOTICE_UNAVAILABLE] = "4.3.0",
+	    [PROTO_NOTICE_SHUTDOWN] = "4.3.2",
+	    [PROTO_NOTICE_BUSY] = "4.3.2",
+	};
+	static const char *const smtp[] = {
+	    [PROTO_NOTICE_UNAVAILABLE] = "Service not available, closing "
+	                                 "transmission channel",
+	    [PROTO_NOTICE_SHUTDOWN] = "Service shutting down, closing "
+	                              "transmission channel",
+	    [PROTO_NOTICE_BUSY] = "Too many connections, try again later",
+	};
 	int len = -1;
-	bool down = n == PROTO_NOTICE_SHUTDOWN;
 
 	switch (p) {
 	case PROTO_IMAP:
-		len = snprintf(buf, size, "* BYE %s\r\n",
-		    down ? "Server shutting down." :
-		           "[UNAVAILABLE] Backend server not available.");
+		len = snprintf(buf, size, "* BYE %s\r\n", imap[n]);
 		break;
 	case PROTO_POP3:
-		len = snprintf(buf, size, "-ERR [SYS/TEMP] %s\r\n",
-		    down ? "Server shutting down." :
-		           "Backend server not available.");
+		len = snprintf(buf, size, "-ERR [SYS/TEMP] %s\r\n", pop3[n]);
 		break;
 	case PROTO_SMTP:
 	case PROTO_COUNT_:
-		len = snprintf(buf, size, "421 %s %s %s\r\n",
-		    down ? "4.3.2" : "4.3.0", server_name,
-		    down ?
-		        "Service shutting down, closing transmission channel" :
-		        "Service not available, closing transmission channel");
+		len = snprintf(buf, size, "421 %s %s %s\r\n", smtp_code[n],
+		    server_name, smtp[n]);
 		break;
 	}
 	/* snprintf wrote a NUL we do not count; it must still have fit. */

@@ -703,6 +703,31 @@ session_linger(struct session *s)
 
 static void session_begin(struct session *s);
 
+/*
+ * Past the session limit a client of a plaintext greeting gets the
+ * protocol's "try again later" rather than a bare close: one write
+ * attempt, nothing queued, as nothing may be held past the limit. The
+ * client speaks only after the greeting, so the close that follows sends
+ * FIN after the line, not RST. (Behind accept_proxy the first bytes are
+ * the load balancer's header, not read yet: no line there.)
+ */
+static void
+say_busy(struct session *s)
+{
+	char line[512];
+	uv_buf_t b;
+	int len, r;
+
+	len = proto_notice_line(s->listener->conf->protocol, PROTO_NOTICE_BUSY,
+	    s->listener->server_name, line, sizeof(line));
+	if (len <= 0)
+		return;
+	b = uv_buf_init(line, (unsigned)len);
+	r = uv_try_write(&s->client.h.stream, &b, 1);
+	if (r > 0)
+		s->client.bytes_out += (uint64_t)r;
+}
+
 void
 session_accept(struct worker *w, struct worker_listener *l, uv_stream_t *server)
 {
@@ -750,6 +775,9 @@ session_accept(struct worker *w, struct worker_listener *l, uv_stream_t *server)
 	(void)uv_tcp_nodelay(&s->client.h.tcp, 1);
 	if (w->process_sessions != NULL &&
 	    atomic_load(w->process_sessions) > w->session_max) {
+		if (l->conf->tls == CONFIG_TLS_STARTTLS &&
+		    !l->conf->accept_proxy)
+			say_busy(s);
 		session_close(s, SESSION_END_LIMIT,
 		    "too many sessions for the open file limit");
 		return;

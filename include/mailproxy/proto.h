@@ -22,6 +22,7 @@ enum proto {
 enum proto_notice {
 	PROTO_NOTICE_UNAVAILABLE, /* backend refused or unreachable */
 	PROTO_NOTICE_SHUTDOWN,    /* mailproxy is stopping */
+	PROTO_NOTICE_BUSY,        /* no room for another session */
 };
 
 /* "imap", "pop3", "smtp"; static. p must be valid. */

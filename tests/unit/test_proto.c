@@ -63,6 +63,14 @@ test_proto_notice_line_exact_bytes(void **state)
 	    {PROTO_SMTP, PROTO_NOTICE_SHUTDOWN,
 	        "421 4.3.2 mx.example.org Service shutting down, closing "
 	        "transmission channel\r\n"},
+	    {PROTO_IMAP, PROTO_NOTICE_BUSY,
+	        "* BYE [UNAVAILABLE] Too many connections, try again later."
+	        "\r\n"},
+	    {PROTO_POP3, PROTO_NOTICE_BUSY,
+	        "-ERR [SYS/TEMP] Too many connections, try again later.\r\n"},
+	    {PROTO_SMTP, PROTO_NOTICE_BUSY,
+	        "421 4.3.2 mx.example.org Too many connections, try again "
+	        "later\r\n"},
 	};
 	char buf[256];
 	size_t i;
