@@ -316,9 +316,13 @@ run_loop(struct worker *w)
 		if (w->io_events != seen)
 			last = now;
 		else if (now - last >= budget) {
+			/* Only I/O starts a new spell: a timer or a wakeup
+			 * that ends the sleep lets it go straight back. */
+			seen = w->io_events;
 			if (uv_run(&w->loop, UV_RUN_ONCE) == 0)
 				return;
-			last = uv_hrtime();
+			if (w->io_events != seen)
+				last = uv_hrtime();
 		}
 	}
 }

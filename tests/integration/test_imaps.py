@@ -6,11 +6,12 @@ session leaves exactly one log line with the TLS facts and byte counts.
 """
 
 import imaplib
+import socket
 import time
 import unittest
 
 import mailenv
-from proxy import ProxyTestCase
+from proxy import ProxyTestCase, recv_until_closed
 
 BIG = 5 * 1024 * 1024
 
@@ -98,6 +99,32 @@ class ImapsTest(ProxyTestCase):
             self.assertLess(idle_cpu, 0.5, mp.log_text())
             self.assertStopsCleanly(mp)
         self.assertNormalEnd(mp.sessions()[0])
+
+    def test_busy_poll_spins_after_io_but_not_after_a_timer(self):
+        """A worker polls for busy_poll after an accept; a timer that
+        wakes it later (here a handshake timeout) does not start a
+        spell of its own."""
+        extra = "timeout_handshake = 1s\n"
+        with self.proxy(workers=1, global_extra="busy_poll = 300ms\n",
+                        listeners={"imaps": ("imap", "127.0.0.1:%d"
+                                             % self.env.imap_port, extra)
+                                   }) as mp:
+            time.sleep(0.5)
+            start = mp.cpu_seconds()
+            # Connected, never a ClientHello: one accept, then the timer.
+            with socket.create_connection(("127.0.0.1", mp.port("imaps")),
+                                          timeout=30) as s:
+                time.sleep(0.6)
+                after_accept = mp.cpu_seconds()
+                mp.wait_sessions(1, end="timeout")
+                time.sleep(0.6)
+                after_timer = mp.cpu_seconds()
+                self.assertEqual(recv_until_closed(s), b"")
+            self.assertStopsCleanly(mp)
+        # 300 ms of polling is about 0.3 CPU-seconds; a worker that only
+        # ever sleeps uses next to nothing.
+        self.assertGreater(after_accept - start, 0.1, mp.log_text())
+        self.assertLess(after_timer - after_accept, 0.1, mp.log_text())
 
 
 if __name__ == "__main__":
