@@ -375,8 +375,10 @@ on_client_hello(SSL *ssl, int *alert, void *arg)
 
 /*
  * Runs once OpenSSL has parsed the server name, only when there is one.
- * With sni_strict, a name that left the default context in place and
- * that the default certificate does not name either is refused.
+ * With sni_strict a name no certificate names is refused. It looks again
+ * rather than trusting the context in place: after a HelloRetryRequest
+ * only the first ClientHello went through on_client_hello, and a client
+ * may (against RFC 8446 §4.1.2) name another host in the second.
  */
 static int
 on_servername(SSL *ssl, int *alert, void *arg)
@@ -384,8 +386,7 @@ on_servername(SSL *ssl, int *alert, void *arg)
 	const struct sni_table *t = arg;
 	const char *host = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
 
-	if (!t->strict || host == NULL || SSL_get_SSL_CTX(ssl) != t->def ||
-	    sni_pick(t, t->def, host) != NULL)
+	if (!t->strict || host == NULL || sni_pick(t, t->def, host) != NULL)
 		return SSL_TLSEXT_ERR_OK;
 	/* OpenSSL's own reason would be "callback failed". */
 	((struct tls_io *)BIO_get_data(SSL_get_rbio(ssl)))->refused =
