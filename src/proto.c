@@ -88,6 +88,8 @@ proto_notice_line(enum proto p, enum proto_notice n, const char *server_name,
 	};
 	int len = -1;
 
+	if ((size_t)n >= sizeof(imap) / sizeof(imap[0]))
+		return ERROR_SYNTAX;
 	switch (p) {
 	case PROTO_IMAP:
 		len = snprintf(buf, size, "* BYE %s\r\n", imap[n]);

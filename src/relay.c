@@ -766,14 +766,15 @@ relay_flush(struct side *x)
 			/* Without memory the FIN is not sent; the close
 			 * that follows the linger sends it. */
 			sreq = malloc(sizeof(*sreq));
-			if (sreq == NULL)
-				return;
-			sreq->data = x;
-			r = uv_shutdown(sreq, &x->h.stream, on_shutdown);
-			if (r == 0)
-				s->pending++;
-			else
-				free(sreq);
+			if (sreq != NULL) {
+				sreq->data = x;
+				r = uv_shutdown(sreq, &x->h.stream,
+				    on_shutdown);
+				if (r == 0)
+					s->pending++;
+				else
+					free(sreq);
+			}
 		}
 		/* What on_write would have checked: those were the last
 		 * bytes of the session. */

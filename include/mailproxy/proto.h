@@ -48,7 +48,8 @@ uint64_t proto_default_idle_ms(enum proto p);
  * bytes, CRLF included, no NUL), e.g. "* BYE [UNAVAILABLE] ...\r\n" or
  * "421 4.3.0 <server_name> ...\r\n". server_name is used by SMTP only and
  * must be a plain host name (the caller validates it). Returns the length,
- * or ERROR_TOO_LONG when size is too small.
+ * ERROR_TOO_LONG when size is too small, or ERROR_SYNTAX for a notice
+ * that does not exist.
  */
 int proto_notice_line(enum proto p, enum proto_notice n,
     const char *server_name, char *buf, size_t size);
