@@ -18,35 +18,40 @@ void
 buf_pool_init(struct buf_pool *pool, size_t free_max)
 {
 	memset(pool, 0, sizeof(*pool));
-	pool->free_max = free_max;
+	pool->free_max[0] = free_max;
+	pool->free_max[1] = free_max / 4;
 }
 
 void
 buf_pool_destroy(struct buf_pool *pool)
 {
 	struct buf_chunk *c, *next;
+	size_t k;
 
-	for (c = pool->free; c != NULL; c = next) {
-		next = c->next;
-		free(c);
+	for (k = 0; k < 2; k++) {
+		for (c = pool->free[k]; c != NULL; c = next) {
+			next = c->next;
+			free(c);
+		}
+		pool->free[k] = NULL;
+		pool->free_count[k] = 0;
 	}
-	pool->free = NULL;
-	pool->free_count = 0;
 }
 
-struct buf_chunk *
-buf_pool_get(struct buf_pool *pool)
+static struct buf_chunk *
+pool_get(struct buf_pool *pool, size_t k, size_t size)
 {
-	struct buf_chunk *c = pool->free;
+	struct buf_chunk *c = pool->free[k];
 
 	if (c != NULL) {
-		pool->free = c->next;
-		pool->free_count--;
+		pool->free[k] = c->next;
+		pool->free_count[k]--;
 	} else {
 		/* Not calloc: the payload is always written before read. */
-		c = malloc(sizeof(*c));
+		c = malloc(sizeof(*c) + size);
 		if (c == NULL)
 			return NULL;
+		c->size = size;
 	}
 	c->next = NULL;
 	c->start = 0;
@@ -57,20 +62,35 @@ buf_pool_get(struct buf_pool *pool)
 	return c;
 }
 
+struct buf_chunk *
+buf_pool_get(struct buf_pool *pool)
+{
+	return pool_get(pool, 0, BUF_CHUNK_SIZE);
+}
+
+struct buf_chunk *
+buf_pool_get_big(struct buf_pool *pool)
+{
+	return pool_get(pool, 1, BUF_CHUNK_BIG);
+}
+
 void
 buf_pool_put(struct buf_pool *pool, struct buf_chunk *c)
 {
+	size_t k;
+
 	if (c == NULL)
 		return;
+	k = c->size == BUF_CHUNK_BIG;
 	assert(pool->in_use > 0);
 	pool->in_use--;
-	if (pool->free_count >= pool->free_max) {
+	if (pool->free_count[k] >= pool->free_max[k]) {
 		free(c);
 		return;
 	}
-	c->next = pool->free;
-	pool->free = c;
-	pool->free_count++;
+	c->next = pool->free[k];
+	pool->free[k] = c;
+	pool->free_count[k]++;
 }
 
 void
@@ -90,7 +110,7 @@ buf_queue_reserve(struct buf_queue *q, struct buf_pool *pool, size_t *size_out)
 {
 	struct buf_chunk *c = q->tail;
 
-	if (c == NULL || c->end == BUF_CHUNK_SIZE) {
+	if (c == NULL || c->end == c->size) {
 		c = buf_pool_get(pool);
 		if (c == NULL)
 			return NULL;
@@ -100,14 +120,14 @@ buf_queue_reserve(struct buf_queue *q, struct buf_pool *pool, size_t *size_out)
 			q->head = c;
 		q->tail = c;
 	}
-	*size_out = BUF_CHUNK_SIZE - c->end;
+	*size_out = c->size - c->end;
 	return c->data + c->end;
 }
 
 void
 buf_queue_commit(struct buf_queue *q, size_t n)
 {
-	assert(q->tail != NULL && n <= BUF_CHUNK_SIZE - q->tail->end);
+	assert(q->tail != NULL && n <= q->tail->size - q->tail->end);
 	q->tail->end += n;
 	q->bytes += n;
 }

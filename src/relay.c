@@ -97,8 +97,13 @@ on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	struct buf_chunk *c;
 
 	(void)suggested;
+	/* Big reads only once the bytes are relayed opaquely: before, a
+	 * client that leaves a partial line would pin the whole chunk. */
 	if (x->in == NULL)
-		x->in = buf_pool_get(pool_of(x));
+		x->in = x->session->state == SESSION_RELAY &&
+		        x->session->dialog == NULL ?
+		    buf_pool_get_big(pool_of(x)) :
+		    buf_pool_get(pool_of(x));
 	c = x->in;
 	if (c == NULL) {
 		/* libuv turns an empty buffer into UV_ENOBUFS for on_read. */
@@ -107,10 +112,9 @@ on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	}
 	if (c->start == c->end)
 		c->start = c->end = 0;
-	else if (c->end == BUF_CHUNK_SIZE)
+	else if (c->end == c->size)
 		buf_chunk_compact(c);
-	*buf =
-	    uv_buf_init(c->data + c->end, (unsigned)(BUF_CHUNK_SIZE - c->end));
+	*buf = uv_buf_init(c->data + c->end, (unsigned)(c->size - c->end));
 }
 
 /*
@@ -225,12 +229,12 @@ decrypt(struct session *s)
 	}
 	if (p->start == p->end)
 		p->start = p->end = 0;
-	else if (p->end == BUF_CHUNK_SIZE)
+	else if (p->end == p->size)
 		buf_chunk_compact(p);
-	if (p->end == BUF_CHUNK_SIZE)
+	if (p->end == p->size)
 		return 0;
 	ERR_clear_error();
-	n = SSL_read(s->ssl, p->data + p->end, (int)(BUF_CHUNK_SIZE - p->end));
+	n = SSL_read(s->ssl, p->data + p->end, (int)(p->size - p->end));
 	if (n > 0) {
 		p->end += (size_t)n;
 		return n;
@@ -292,7 +296,7 @@ dialog_from_client(struct session *s)
 				continue;
 			/* The dialogue waits for the backend with a full
 			 * buffer: read nothing more until it has answered. */
-			if (in->start == 0 && in->end == BUF_CHUNK_SIZE) {
+			if (in->start == 0 && in->end == in->size) {
 				relay_read_stop(c);
 				s->held = true;
 			}

@@ -18,8 +18,8 @@
 #include "mailproxy/log.h"
 #include "mailproxy/session.h"
 
-/* Idle chunks a worker keeps for reuse: 16 x 64 KiB = 1 MiB. */
-#define POOL_FREE_MAX 16
+/* Idle chunks a worker keeps for reuse: 64 x 16 KiB and 16 x 64 KiB. */
+#define POOL_FREE_MAX 64
 
 /* Fewer sessions than this never make the heap worth trimming. */
 #define TRIM_MIN_PEAK 1024

@@ -60,9 +60,51 @@ test_buf_pool_get_put_recycles_and_caps(void **state)
 		buf_pool_put(pool, c[i]);
 	assert_int_equal(pool->in_use, 0);
 	/* Only free_max chunks stay cached; the rest went back to malloc. */
-	assert_int_equal(pool->free_count, 4);
+	assert_int_equal(pool->free_count[0], 4);
 	buf_pool_put(pool, NULL);
-	assert_int_equal(pool->free_count, 4);
+	assert_int_equal(pool->free_count[0], 4);
+}
+
+static void
+test_buf_pool_keeps_big_and_small_apart(void **state)
+{
+	struct buf_pool *pool = *state;
+	struct buf_queue q = {0};
+	struct buf_chunk *big[3], *small;
+	size_t i;
+
+	for (i = 0; i < 3; i++) {
+		big[i] = buf_pool_get_big(pool);
+		assert_non_null(big[i]);
+		assert_int_equal(big[i]->size, BUF_CHUNK_BIG);
+		fill(big[i]->data, BUF_CHUNK_BIG, (unsigned)i);
+	}
+	assert_int_equal(pool->in_use, 3);
+	buf_pool_put(pool, big[0]);
+	buf_pool_put(pool, big[1]);
+	/* free_max / 4 big ones are kept: as many bytes as the small ones. */
+	assert_int_equal(pool->free_count[1], 1);
+	assert_int_equal(pool->free_count[0], 0);
+	/* A small one is never a recycled big one, nor the other way. */
+	small = buf_pool_get(pool);
+	assert_int_equal(small->size, BUF_CHUNK_SIZE);
+	assert_int_equal(pool->free_count[1], 1);
+	buf_pool_put(pool, small);
+	big[0] = buf_pool_get_big(pool);
+	assert_int_equal(big[0]->size, BUF_CHUNK_BIG);
+	assert_int_equal(pool->free_count[0], 1);
+	buf_pool_put(pool, big[0]);
+	/* A big chunk pushed whole into a queue goes back to its own list
+	 * when drained, and the queue then continues in small chunks. */
+	big[2]->end = BUF_CHUNK_BIG - 10;
+	buf_queue_push_chunk(&q, pool, big[2]);
+	assert_int_equal(buf_queue_append(&q, pool, "0123456789abcdef", 16), 0);
+	assert_int_equal(q.bytes, BUF_CHUNK_BIG + 6);
+	assert_int_equal(q.tail->size, BUF_CHUNK_SIZE);
+	buf_queue_consume(&q, pool, q.bytes);
+	assert_int_equal(pool->in_use, 0);
+	assert_int_equal(pool->free_count[1], 1);
+	assert_int_equal(pool->free_count[0], 1);
 }
 
 static void
@@ -232,6 +274,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(
 	        test_buf_pool_get_put_recycles_and_caps, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+	        test_buf_pool_keeps_big_and_small_apart, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_buf_queue_append_spans_chunks,
 	        setup, teardown),
 	    cmocka_unit_test_setup_teardown(

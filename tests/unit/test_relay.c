@@ -32,10 +32,10 @@
 #include "testcert.h"
 
 #define TOTAL       (64u * 1024 * 1024)
-/* What the pump may hold at once: a full queue towards one side plus one
- * chunk being filled past the mark, the input chunks of both sides, and
- * one spare for the TLS records that straddle chunks. */
-#define PEAK_CHUNKS (RELAY_HIGH_WATER / BUF_CHUNK_SIZE + 4)
+/* What the pump may hold at once: a full queue towards one side plus the
+ * records of one big read past the mark, the input chunks of both sides,
+ * and one spare for the TLS records that straddle chunks. */
+#define PEAK_CHUNKS ((RELAY_HIGH_WATER + BUF_CHUNK_BIG) / BUF_CHUNK_SIZE + 4)
 
 static const char *dir;
 

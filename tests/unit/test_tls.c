@@ -223,7 +223,7 @@ pair_shuttle(struct pair *p)
 		if (p->in == NULL)
 			p->in = buf_pool_get(&p->pool);
 		buf_chunk_compact(p->in);
-		assert_true((size_t)n <= BUF_CHUNK_SIZE - p->in->end);
+		assert_true((size_t)n <= p->in->size - p->in->end);
 		memcpy(p->in->data + p->in->end, tmp, (size_t)n);
 		p->in->end += (size_t)n;
 	}
