@@ -12,6 +12,7 @@ Set MAILPROXY_VALGRIND=1 to run the binary under valgrind: any memory
 error or definite leak makes it exit 99 and the scenario fail.
 """
 
+import imaplib
 import json
 import os
 import re
@@ -284,6 +285,14 @@ class ProxyTestCase(mailenv.DumpLogsOnFailure, unittest.TestCase):
 
     def proxy(self, **kwargs):
         return Mailproxy(self.env, self.ca, **kwargs)
+
+    def login_logout(self, mp, name="imaps"):
+        """A real IMAPS client logs in and out on listener name."""
+        imap = imaplib.IMAP4_SSL("localhost", mp.port(name),
+                                 ssl_context=self.ca.client_context(),
+                                 timeout=30)
+        imap.login(self.env.user, self.env.password)
+        imap.logout()
 
     def poll_server_log(self, which, since, done, timeout):
         """The "dovecot" or "postfix" log from since, once done(log) is

@@ -70,11 +70,7 @@ class BackendDownTest(ProxyTestCase):
         with self.proxy(listeners=listeners) as mp:
             with tls_connect(self.ca, mp.port("imaps")) as s:
                 self.assertTrue(recv_until_closed(s).startswith(b"* BYE"))
-            imap = imaplib.IMAP4_SSL("localhost", mp.port("imap-ok"),
-                                     ssl_context=self.ca.client_context(),
-                                     timeout=30)
-            imap.login(self.env.user, self.env.password)
-            imap.logout()
+            self.login_logout(mp, "imap-ok")
             self.assertStopsCleanly(mp)
         self.assertEqual(len(mp.normal_sessions()), 1)
 

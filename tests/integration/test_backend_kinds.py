@@ -4,7 +4,6 @@ also a single worker. The same real clients work through all of them.
 """
 
 import email.utils
-import imaplib
 import os
 import smtplib
 import unittest
@@ -32,11 +31,7 @@ class BackendKindsTest(ProxyTestCase):
         listeners = {"imaps": ("imap", "localhost:%d" % self.env.imap_port,
                                "")}
         with self.proxy(listeners=listeners, workers=1) as mp:
-            imap = imaplib.IMAP4_SSL("localhost", mp.port("imaps"),
-                                     ssl_context=self.ca.client_context(),
-                                     timeout=30)
-            imap.login(self.env.user, self.env.password)
-            imap.logout()
+            self.login_logout(mp)
             self.assertStopsCleanly(mp)
         line, = mp.sessions()
         self.assertEqual(line["backend"], "localhost:%d" % self.env.imap_port)

@@ -77,11 +77,7 @@ class BadClientsTest(ProxyTestCase):
             held = []
             mp.wait_sessions(most + 6)
             # Below the limit again: a real client gets in.
-            imap = imaplib.IMAP4_SSL("localhost", mp.port("imaps"),
-                                     ssl_context=self.ca.client_context(),
-                                     timeout=30)
-            imap.login(self.env.user, self.env.password)
-            imap.logout()
+            self.login_logout(mp)
             self.assertStopsCleanly(mp)
         finally:
             for s in held:

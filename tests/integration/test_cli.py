@@ -4,7 +4,6 @@ certificates (exit 0 or 1, errors with file and line), --help and
 SIGUSR1 after rotation, and dropping to an unprivileged user.
 """
 
-import imaplib
 import json
 import os
 import pwd
@@ -34,13 +33,6 @@ class CliTest(ProxyTestCase):
                 "backend = 127.0.0.1:%d\n%s"
                 % (self.ca.chain_pem, key or self.ca.key_pem, extra_tls,
                    mailenv.free_port(), self.env.imap_port, extra_listener))
-
-    def login_logout(self, mp, name="imaps"):
-        imap = imaplib.IMAP4_SSL("localhost", mp.port(name),
-                                 ssl_context=self.ca.client_context(),
-                                 timeout=30)
-        imap.login(self.env.user, self.env.password)
-        imap.logout()
 
     def test_check_ok(self):
         path = self.write("ok.ini", self.config())

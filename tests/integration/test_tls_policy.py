@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 import unittest
-from imaplib import IMAP4, IMAP4_SSL
+from imaplib import IMAP4
 
 from wire import GREETING, StarttlsCase, client_hello, read_record, \
     set_compression
@@ -101,10 +101,7 @@ class TlsPolicyTest(StarttlsCase):
 
     def imap_works(self, mp):
         """A normal session on each IMAP listener still works."""
-        imap = IMAP4_SSL("localhost", mp.port("imaps"),
-                         ssl_context=self.ca.client_context(), timeout=30)
-        imap.login(self.env.user, self.env.password)
-        imap.logout()
+        self.login_logout(mp)
         imap = IMAP4("localhost", mp.port("imap"), timeout=30)
         imap.starttls(ssl_context=self.ca.client_context())
         imap.login(self.env.user, self.env.password)
