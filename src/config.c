@@ -104,6 +104,8 @@ static const struct option global_options[] = {
     OPT(config, "server_name", OPT_HOSTNAME, server_name),
     OPT_TIME(config, "timeout_handshake", timeout_handshake_ms, 100, SEC(3600)),
     OPT_TIME(config, "timeout_connect", timeout_connect_ms, 100, SEC(3600)),
+    OPT_TIME(config, "timeout_backend", timeout_backend_ms, 100, SEC(3600)),
+    OPT_TIME(config, "timeout_login", timeout_login_ms, SEC(1), SEC(86400)),
     OPT_TIME(config, "drain_timeout", drain_timeout_ms, 0, SEC(86400)),
     OPT_TIME(config, "busy_poll", busy_poll_ms, 0, SEC(1)),
     {NULL, 0, 0, 0, NULL, 0, 0},
@@ -135,6 +137,10 @@ static const struct option listener_options[] = {
         SEC(3600)),
     OPT_TIME(config_listener, "timeout_connect", timeout_connect_ms, 100,
         SEC(3600)),
+    OPT_TIME(config_listener, "timeout_backend", timeout_backend_ms, 100,
+        SEC(3600)),
+    OPT_TIME(config_listener, "timeout_login", timeout_login_ms, SEC(1),
+        SEC(86400)),
     OPT_TIME(config_listener, "timeout_idle", timeout_idle_ms, SEC(1),
         SEC(86400)),
     OPT_TIME(config_listener, "timeout_linger", timeout_linger_ms, 100,
@@ -1232,6 +1238,10 @@ validate_listener(struct loader *ld, struct config_listener *l, size_t index)
 		l->timeout_handshake_ms = cfg->timeout_handshake_ms;
 	if (!is_set(t, l->set, "timeout_connect"))
 		l->timeout_connect_ms = cfg->timeout_connect_ms;
+	if (!is_set(t, l->set, "timeout_backend"))
+		l->timeout_backend_ms = cfg->timeout_backend_ms;
+	if (!is_set(t, l->set, "timeout_login"))
+		l->timeout_login_ms = cfg->timeout_login_ms;
 	if (!is_set(t, l->set, "timeout_idle"))
 		l->timeout_idle_ms = proto_default_idle_ms(l->protocol);
 	if (!is_set(t, l->set, "timeout_linger"))
@@ -1319,6 +1329,10 @@ config_defaults(struct config *cfg)
 	cfg->log_level = CONFIG_LOG_INFO;
 	cfg->timeout_handshake_ms = SEC(30);
 	cfg->timeout_connect_ms = SEC(10);
+	/* nginx mail's "timeout"; Dovecot ends a login that takes longer
+	 * than 3 minutes. */
+	cfg->timeout_backend_ms = SEC(60);
+	cfg->timeout_login_ms = SEC(180);
 	cfg->drain_timeout_ms = SEC(30);
 	cfg->tls.min_version = CONFIG_TLS_1_2;
 	cfg->tls.session_tickets = true;

@@ -378,8 +378,8 @@ run(struct app *app)
 		free(fds[i]);
 		if (app->workers[i] == NULL)
 			fatalx("cannot create worker %zu", i);
-		app->workers[i]->session_max = most;
-		app->workers[i]->process_sessions = &app->sessions;
+		app->workers[i]->sessions.max = most;
+		app->workers[i]->sessions.process_sessions = &app->sessions;
 	}
 	free(fds);
 	app->worker_count = n;

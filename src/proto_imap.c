@@ -1,25 +1,19 @@
 /*
  * IMAP until LOGIN or AUTHENTICATE succeeds (RFC 9051, RFC 3501, RFC 2595,
- * RFC 7888). Before TLS mailproxy answers from its template; after TLS
+ * RFC 7888). Before TLS mailproxy answers from its templates; after TLS
  * each command goes to the backend alone and its tagged reply is awaited,
  * with literals and SASL lines passed through unparsed. Replies are
- * Dovecot's words where Dovecot has some.
+ * Dovecot's words where Dovecot has some (proto.c).
  *
- * Pure: no I/O.
+ * Pure: no I/O, no allocation. Must not: forward a client byte it has not
+ * framed, or let literal octets be read as commands.
  */
+#include "mailproxy/proto_imap.h"
+
 #include <string.h>
 #include <strings.h>
 
-#include "dialog_impl.h"
-
-#define CAPS_PRE "IMAP4rev1 STARTTLS LOGINDISABLED"
-
-void
-imap_start(struct dialog *d, const struct dialog_sink *sink)
-{
-	dialog_say(sink, "* OK [CAPABILITY " CAPS_PRE "] %s\r\n",
-	    d->p->greeting);
-}
+#include "mailproxy/proto_line.h"
 
 /* RFC 9051 §9: tag = 1*<any ASTRING-CHAR except "+">. */
 static bool
@@ -63,30 +57,88 @@ trailing_literal(const char *line, size_t n, uint64_t *size)
 	if (i == n - 1 - plus)
 		return LIT_BAD;
 	for (; i < n - 1 - plus; i++) {
-		if (line[i] < '0' || line[i] > '9' || v > DIALOG_LITERAL_MAX)
+		if (line[i] < '0' || line[i] > '9' || v > PROTO_LITERAL_MAX)
 			return LIT_BAD;
 		v = v * 10 + (uint64_t)(line[i] - '0');
 	}
-	if (v > DIALOG_LITERAL_MAX)
+	if (v > PROTO_LITERAL_MAX)
 		return LIT_BAD;
 	*size = v;
 	return plus ? LIT_NONSYNC : LIT_SYNC;
 }
 
-/* Reads one client line; 0 with *ev untouched when more is needed. */
-static long
-client_line(struct dialog *d, const char *in, size_t len,
-    const struct dialog_sink *sink, enum dialog_event *ev)
+/* One client line's length; 0 when more is needed, or when the line is
+ * broken (then o closes the dialogue). */
+static size_t
+client_line(const struct proto_params *p, const char *in, size_t len,
+    struct proto_out *o)
 {
-	long n = dialog_line(in, len, DIALOG_IMAP_LINE_MAX, true);
+	long n = proto_line_find(in, len, PROTO_IMAP_LINE_MAX, true);
 
-	if (n == LINE_BARE)
-		dialog_fail(d, sink, DIALOG_END_PROTOCOL,
-		    "bare CR, LF or NUL in command line", ev);
-	else if (n == LINE_TOO_LONG)
-		dialog_fail(d, sink, DIALOG_END_PROTOCOL,
-		    "command line too long", ev);
-	return n;
+	if (n == PROTO_LINE_BARE)
+		proto_close(o, p, PROTO_END_PROTOCOL,
+		    "bare CR, LF or NUL in command line");
+	else if (n == PROTO_LINE_TOO_LONG)
+		proto_close(o, p, PROTO_END_PROTOCOL, "command line too long");
+	return n > 0 ? (size_t)n : 0;
+}
+
+/* A command line, taken apart. */
+struct command {
+	size_t n;   /* the line, CRLF included */
+	size_t end; /* the line without its CRLF */
+	enum literal lit;
+	uint64_t size; /* of lit */
+	const char *tag;
+	size_t tl; /* 0: not a valid tag */
+	const char *cmd;
+	size_t cl;
+	const char *args;
+	size_t al;
+};
+
+static bool
+read_command(const struct proto_params *p, const char *in, size_t len,
+    struct proto_out *o, struct command *c)
+{
+	size_t pos, tl;
+
+	memset(c, 0, sizeof(*c));
+	c->n = client_line(p, in, len, o);
+	if (c->n == 0)
+		return false;
+	c->end = proto_line_chomp(in, c->n);
+	c->lit = trailing_literal(in, c->end, &c->size);
+	for (tl = 0; tl < c->end && tag_char((unsigned char)in[tl]); tl++)
+		;
+	if (tl == 0 || tl >= sizeof(((struct proto_imap *)0)->tag) ||
+	    tl == c->end || in[tl] != ' ')
+		return true;
+	c->tag = in;
+	c->tl = tl;
+	pos = tl + proto_line_spaces(in + tl, c->end - tl);
+	c->cmd = in + pos;
+	c->cl = proto_line_word_len(c->cmd, c->end - pos);
+	pos += c->cl;
+	pos += proto_line_spaces(in + pos, c->end - pos);
+	c->args = in + pos;
+	c->al = c->end - pos;
+	return true;
+}
+
+static bool
+command_is(const struct command *c, const char *w)
+{
+	return proto_line_word_is(c->cmd, c->cl, w);
+}
+
+/* A refused command: its answer, counted. */
+static void
+refuse(struct proto_out *o, const struct proto_params *p, enum proto_reply r,
+    const struct command *c)
+{
+	proto_say(o, p, r, c->tag, c->tl);
+	o->refused = true;
 }
 
 /* Whether the string starting at p[0..n) reads "x-" once unescaped:
@@ -136,370 +188,399 @@ id_overrides(const char *p, size_t n)
 }
 
 static void
-pre_tls(struct dialog *d, const char *tag, size_t tl, const char *cmd,
-    size_t cl, size_t al, const struct dialog_sink *sink, enum dialog_event *ev)
+greet(void *v, const struct proto_params *p, struct proto_out *o)
 {
-	if (dialog_word_is(cmd, cl, "CAPABILITY")) {
-		dialog_say(sink,
-		    "* CAPABILITY " CAPS_PRE "\r\n%.*s OK CAPABILITY "
-		    "completed.\r\n",
-		    (int)tl, tag);
-	} else if (dialog_word_is(cmd, cl, "NOOP")) {
-		dialog_say(sink, "%.*s OK NOOP completed.\r\n", (int)tl, tag);
-	} else if (dialog_word_is(cmd, cl, "ID")) {
-		dialog_say(sink, "* ID NIL\r\n%.*s OK ID completed.\r\n",
-		    (int)tl, tag);
-	} else if (dialog_word_is(cmd, cl, "LOGOUT")) {
-		dialog_say(sink,
-		    "* BYE Logging out.\r\n%.*s OK LOGOUT "
-		    "completed.\r\n",
-		    (int)tl, tag);
-		dialog_fail(d, sink, DIALOG_END_QUIT, NULL, ev);
-	} else if (dialog_word_is(cmd, cl, "STARTTLS")) {
-		if (al > 0) {
-			dialog_say(sink,
-			    "%.*s BAD STARTTLS takes no arguments.\r\n",
-			    (int)tl, tag);
-			dialog_refused(d, sink, ev);
-			return;
-		}
-		dialog_say(sink, "%.*s OK Begin TLS negotiation now.\r\n",
-		    (int)tl, tag);
-		d->phase = PH_HANDSHAKE;
-		*ev = DIALOG_STARTTLS;
-	} else if (dialog_word_is(cmd, cl, "LOGIN") ||
-	    dialog_word_is(cmd, cl, "AUTHENTICATE")) {
-		dialog_say(sink,
-		    "%.*s NO [PRIVACYREQUIRED] Cleartext authentication "
-		    "disallowed on non-secure (SSL/TLS) connections.\r\n",
-		    (int)tl, tag);
-		dialog_refused(d, sink, ev);
-	} else {
-		dialog_say(sink,
-		    "%.*s BAD Command not allowed before STARTTLS.\r\n",
-		    (int)tl, tag);
-		dialog_refused(d, sink, ev);
-	}
+	(void)v;
+	proto_say(o, p, PROTO_REPLY_GREETING, NULL, 0);
 }
 
-/* After TLS: forwards the command (true), or answers it. */
-static bool
-post_tls(struct dialog *d, const char *line, size_t n, const char *tag,
-    size_t tl, const char *cmd, size_t cl, const char *args, size_t al,
-    const struct dialog_sink *sink, enum dialog_event *ev)
-{
-	if (dialog_word_is(cmd, cl, "STARTTLS")) {
-		dialog_say(sink, "%.*s BAD TLS is already active.\r\n", (int)tl,
-		    tag);
-		dialog_refused(d, sink, ev);
-		return false;
-	}
-	if (dialog_word_is(cmd, cl, "ID") && id_overrides(args, al)) {
-		dialog_say(sink, "* ID NIL\r\n%.*s OK ID completed.\r\n",
-		    (int)tl, tag);
-		dialog_refused(d, sink, ev);
-		return false;
-	}
-	d->cmd = CMD_OTHER;
-	if (dialog_word_is(cmd, cl, "LOGIN") ||
-	    dialog_word_is(cmd, cl, "AUTHENTICATE"))
-		d->cmd = CMD_AUTH;
-	memcpy(d->tag, tag, tl);
-	d->tag_len = tl;
-	dialog_to_backend(sink, line, n);
-	d->phase = PH_WAIT;
-	return true;
-}
-
-/* A command answered by mailproxy after TLS still owns the literal it
- * announced with {n+} (RFC 7888: the server reads it): its octets and
- * the rest of its line are dropped, never read as commands. A {n} gets no
- * "+", so the client sends nothing more for it. */
-static void
-swallow(struct dialog *d, enum literal lit, uint64_t size)
-{
-	if (d->phase == PH_DONE)
-		return;
-	if (lit != LIT_NONSYNC) {
-		d->swallow = false;
-		if (d->phase == PH_REST)
-			d->phase = PH_READY;
-		return;
-	}
-	d->swallow = true;
-	d->client_left = size;
-	d->phase = size > 0 ? PH_LITERAL : PH_REST;
-}
-
-/* The command line (or what follows a literal) has been forwarded or
- * answered: a literal at its end decides what comes next. */
-static void
-after_line(struct dialog *d, enum literal lit, uint64_t size)
-{
-	if (lit == LIT_SYNC) {
-		d->literal = size;
-		d->literal_wait = true;
-		d->phase = PH_WAIT;
-	} else if (lit == LIT_NONSYNC) {
-		d->client_left = size;
-		d->phase = size > 0 ? PH_LITERAL : PH_REST;
-	} else {
-		d->phase = PH_WAIT;
-	}
-}
-
+/* Before TLS: every command is answered by mailproxy. */
 static size_t
-command(struct dialog *d, const char *in, size_t len,
-    const struct dialog_sink *sink, enum dialog_event *ev)
+plain(void *v, const struct proto_params *p, const char *in, size_t len,
+    struct proto_out *o)
 {
-	long ln = client_line(d, in, len, sink, ev);
-	size_t n, end, tl, cl, pos, al;
-	enum literal lit;
-	uint64_t size = 0;
-	const char *cmd, *args;
+	struct command c;
 
-	if (ln <= 0)
+	(void)v;
+	if (!read_command(p, in, len, o, &c))
 		return 0;
-	n = (size_t)ln;
-	end = dialog_chomp(in, n);
-	lit = trailing_literal(in, end, &size);
-	if (lit == LIT_BAD) {
-		if (d->phase == PH_PRE_TLS)
-			dialog_fail(d, sink, DIALOG_END_PROTOCOL, "bad literal",
-			    ev);
-		else
-			dialog_fail(d, sink, DIALOG_END_PROTOCOL,
-			    "bad or too large literal", ev);
-		return n;
-	}
-	if (d->phase == PH_PRE_TLS && lit == LIT_NONSYNC) {
-		dialog_fail(d, sink, DIALOG_END_PROTOCOL,
-		    "literal before STARTTLS", ev);
-		return n;
-	}
-	for (tl = 0; tl < end && tag_char((unsigned char)in[tl]); tl++)
-		;
-	if (tl == 0 || tl >= sizeof(d->tag) || tl == end || in[tl] != ' ') {
-		dialog_say(sink, "* BAD Invalid tag.\r\n");
-		dialog_refused(d, sink, ev);
-		swallow(d, lit, size);
-		return n;
-	}
-	pos = tl + dialog_spaces(in + tl, end - tl);
-	cmd = in + pos;
-	cl = dialog_word_len(cmd, end - pos);
-	pos += cl;
-	pos += dialog_spaces(in + pos, end - pos);
-	args = in + pos;
-	al = end - pos;
-	if (d->phase == PH_PRE_TLS) {
-		if (lit == LIT_SYNC) {
-			dialog_say(sink,
-			    "%.*s BAD Literals are not accepted before "
-			    "STARTTLS.\r\n",
-			    (int)tl, in);
-			dialog_refused(d, sink, ev);
+	if (c.lit == LIT_BAD) {
+		proto_close(o, p, PROTO_END_PROTOCOL, "bad literal");
+	} else if (c.lit == LIT_NONSYNC) {
+		/* Its octets follow unasked: nothing before TLS may be
+		 * read as data. */
+		proto_close(o, p, PROTO_END_PROTOCOL,
+		    "literal before STARTTLS");
+	} else if (c.tl == 0) {
+		refuse(o, p, PROTO_REPLY_BAD_TAG, &c);
+	} else if (c.lit == LIT_SYNC) {
+		/* No "+": the client sends nothing more for it. */
+		refuse(o, p, PROTO_REPLY_LITERAL_PRE_TLS, &c);
+	} else if (command_is(&c, "CAPABILITY")) {
+		proto_say(o, p, PROTO_REPLY_CAPABILITY, c.tag, c.tl);
+	} else if (command_is(&c, "NOOP")) {
+		proto_say(o, p, PROTO_REPLY_NOOP, c.tag, c.tl);
+	} else if (command_is(&c, "ID")) {
+		proto_say(o, p, PROTO_REPLY_ID, c.tag, c.tl);
+	} else if (command_is(&c, "LOGOUT")) {
+		proto_say(o, p, PROTO_REPLY_LOGOUT, c.tag, c.tl);
+		proto_close(o, p, PROTO_END_QUIT, NULL);
+	} else if (command_is(&c, "STARTTLS")) {
+		if (c.al > 0) {
+			refuse(o, p, PROTO_REPLY_STARTTLS_ARGS, &c);
 		} else {
-			pre_tls(d, in, tl, cmd, cl, al, sink, ev);
+			proto_say(o, p, PROTO_REPLY_STARTTLS, c.tag, c.tl);
+			o->event = PROTO_STARTTLS;
 		}
-		return n;
+	} else if (command_is(&c, "LOGIN") || command_is(&c, "AUTHENTICATE")) {
+		refuse(o, p, PROTO_REPLY_PRIVACY, &c);
+	} else {
+		refuse(o, p, PROTO_REPLY_NOT_YET, &c);
 	}
-	if (post_tls(d, in, n, in, tl, cmd, cl, args, al, sink, ev))
-		after_line(d, lit, size);
-	else
-		swallow(d, lit, size);
-	return n;
+	return c.n;
 }
 
-size_t
-imap_client(struct dialog *d, const char *in, size_t len,
-    const struct dialog_sink *sink, enum dialog_event *ev)
+static void
+tls(void *v)
 {
-	size_t n;
-	long ln;
-	enum literal lit;
-	uint64_t size = 0;
+	(void)v; /* Nothing was kept from before TLS. */
+}
 
-	switch (d->phase) {
-	case PH_PRE_TLS:
-	case PH_READY:
-		return command(d, in, len, sink, ev);
-	case PH_LITERAL:
-		n = len < d->client_left ? len : (size_t)d->client_left;
-		if (!d->swallow)
-			dialog_to_backend(sink, in, n);
-		d->client_left -= n;
-		if (d->client_left == 0)
-			d->phase = PH_REST;
-		return n;
-	case PH_REST:
-	case PH_MORE:
-		ln = client_line(d, in, len, sink, ev);
-		if (ln <= 0)
-			return 0;
-		n = (size_t)ln;
-		if (!d->swallow)
-			dialog_to_backend(sink, in, n);
-		if (d->phase == PH_MORE) {
-			/* A SASL response: data, never a command. */
-			d->phase = PH_WAIT;
-			return n;
-		}
-		lit = trailing_literal(in, dialog_chomp(in, n), &size);
-		if (lit == LIT_BAD) {
-			dialog_fail(d, sink, DIALOG_END_PROTOCOL,
-			    "bad or too large literal", ev);
-			return n;
-		}
-		if (d->swallow)
-			swallow(d, lit, size);
-		else
-			after_line(d, lit, size);
-		return n;
-	case PH_HANDSHAKE:
-	case PH_GREETING:
-	case PH_REPLAY:
-	case PH_WAIT:
-	case PH_DONE:
-		break;
+/* The span of the capability list in a backend line ("* CAPABILITY ..."
+ * or a "[CAPABILITY ...]" response code); false when there is none. */
+static bool
+cap_list(const char *line, size_t end, size_t *start_out, size_t *stop_out)
+{
+	size_t start, stop;
+
+	if (end > 13 && strncasecmp(line, "* CAPABILITY ", 13) == 0) {
+		*start_out = 13;
+		*stop_out = end;
+		return true;
 	}
-	return 0;
+	for (start = 0; start + 12 <= end; start++) {
+		if (strncasecmp(line + start, "[CAPABILITY ", 12) == 0) {
+			start += 12;
+			for (stop = start; stop < end && line[stop] != ']';
+			     stop++)
+				;
+			*start_out = start;
+			*stop_out = stop;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Remembers what the backend's latest capability list says about
+ * non-synchronising literals (IMAP4rev2 has LITERAL-, RFC 9051 §4.3). */
+static void
+note_caps(struct proto_imap *st, const char *caps, size_t n)
+{
+	st->literal_plus = proto_line_has_token(caps, n, "LITERAL+");
+	st->literal_minus = proto_line_has_token(caps, n, "LITERAL-") ||
+	    proto_line_has_token(caps, n, "IMAP4rev2");
 }
 
 /* Relays a backend line with STARTTLS and friends taken out of its
- * capability list ("* CAPABILITY ..." or a "[CAPABILITY ...]" code). */
+ * capability list, if it has one. */
 static void
-relay_line(const char *line, size_t n, const struct dialog_sink *sink)
+relay_line(struct proto_imap *st, const char *line, size_t n,
+    struct proto_out *o)
 {
-	char out[DIALOG_BACKEND_LINE_MAX];
-	size_t end = dialog_chomp(line, n), start, stop, o;
-	const char *p;
+	size_t end = proto_line_chomp(line, n), start, stop, room, w;
+	char *out;
 
-	if (end > 13 && strncasecmp(line, "* CAPABILITY ", 13) == 0) {
-		start = 13;
-		stop = end;
-	} else {
-		p = NULL;
-		for (start = 0; start + 12 <= end; start++) {
-			if (strncasecmp(line + start, "[CAPABILITY ", 12) ==
-			    0) {
-				p = line + start;
-				break;
-			}
-		}
-		if (p == NULL) {
-			dialog_to_client(sink, line, n);
-			return;
-		}
-		start += 12;
-		for (stop = start; stop < end && line[stop] != ']'; stop++)
-			;
+	if (!cap_list(line, end, &start, &stop)) {
+		proto_relay(o, line, n);
+		return;
 	}
+	note_caps(st, line + start, stop - start);
+	out = proto_text_room(o, &room);
 	memcpy(out, line, start);
-	o = start +
-	    dialog_filter_caps(line + start, stop - start, out + start, false);
-	memcpy(out + o, line + stop, n - stop);
-	dialog_to_client(sink, out, o + n - stop);
+	w = start +
+	    proto_line_filter_caps(line + start, stop - start, out + start,
+	        false);
+	memcpy(out + w, line + stop, n - stop);
+	proto_text_commit(o, w + n - stop);
 }
 
 static size_t
-greeting(struct dialog *d, const char *line, size_t n,
-    const struct dialog_sink *sink, enum dialog_event *ev)
+greeting(void *v, const struct proto_params *p, const char *in, size_t len,
+    struct proto_out *o)
 {
-	if (n >= 5 && strncasecmp(line, "* OK ", 5) == 0) {
-		/* On a STARTTLS listener the client has mailproxy's. */
-		if (!d->p->starttls)
-			relay_line(line, n, sink);
-		d->phase = PH_READY;
-		return n;
-	}
-	if (n >= 10 && strncasecmp(line, "* PREAUTH ", 10) == 0) {
-		/* Logged in without credentials: a misconfigured backend,
-		 * and the NO STARTTLS downgrade. Never relayed. */
-		dialog_say(sink,
-		    "* BYE [UNAVAILABLE] Backend server not available.\r\n");
-		dialog_fail(d, sink, DIALOG_END_BACKEND,
-		    "backend greeting is PREAUTH", ev);
-		return n;
-	}
-	if (n >= 6 && strncasecmp(line, "* BYE ", 6) == 0) {
-		dialog_to_client(sink, line, n);
-		dialog_fail(d, sink, DIALOG_END_BACKEND,
-		    "backend greeting is BYE", ev);
-		return n;
-	}
-	dialog_say(sink,
-	    "* BYE [UNAVAILABLE] Backend server not available.\r\n");
-	dialog_fail(d, sink, DIALOG_END_BACKEND, "backend greeting not IMAP",
-	    ev);
-	return n;
-}
+	struct proto_imap *st = v;
+	long ln = proto_line_find(in, len, PROTO_BACKEND_LINE_MAX, false);
+	size_t n, start, stop;
 
-size_t
-imap_backend(struct dialog *d, const char *in, size_t len,
-    const struct dialog_sink *sink, enum dialog_event *ev)
-{
-	long ln;
-	size_t n, end;
-	uint64_t size = 0;
-	bool rest;
-
-	if (d->backend_left > 0) {
-		n = len < d->backend_left ? len : (size_t)d->backend_left;
-		dialog_to_client(sink, in, n);
-		d->backend_left -= n;
-		return n;
-	}
-	if (d->phase == PH_PRE_TLS || d->phase == PH_HANDSHAKE)
-		return 0;
-	ln = dialog_line(in, len, DIALOG_BACKEND_LINE_MAX, false);
 	if (ln < 0) {
-		dialog_say(sink,
-		    "* BYE [UNAVAILABLE] Backend server not available.\r\n");
-		dialog_fail(d, sink, DIALOG_END_BACKEND,
-		    "backend line too long", ev);
+		proto_unavailable(o, p, "backend line too long");
 		return 0;
 	}
 	if (ln == 0)
 		return 0;
 	n = (size_t)ln;
-	if (d->phase == PH_GREETING)
-		return greeting(d, in, n, sink, ev);
-	end = dialog_chomp(in, n);
-	rest = d->backend_rest;
-	d->backend_rest = false;
-	if (trailing_literal(in, end, &size) == LIT_SYNC) {
-		/* Its octets go through as they are; the line goes on. */
-		d->backend_left = size;
-		d->backend_rest = true;
-	}
-	if (rest) {
-		dialog_to_client(sink, in, n);
-		return n;
-	}
-	if (n >= 1 && in[0] == '+' && d->phase == PH_WAIT) {
-		dialog_to_client(sink, in, n);
-		if (d->literal_wait) {
-			d->literal_wait = false;
-			d->client_left = d->literal;
-			d->phase = d->literal > 0 ? PH_LITERAL : PH_REST;
-		} else {
-			/* AUTHENTICATE's challenge: one SASL line back. */
-			d->phase = PH_MORE;
-		}
-		return n;
-	}
-	relay_line(in, n, sink);
-	if (d->phase == PH_WAIT && d->tag_len > 0 && end > d->tag_len &&
-	    memcmp(in, d->tag, d->tag_len) == 0 && in[d->tag_len] == ' ') {
-		d->literal_wait = false;
-		if (d->cmd == CMD_AUTH && end >= d->tag_len + 3 &&
-		    strncasecmp(in + d->tag_len + 1, "OK", 2) == 0 &&
-		    (end == d->tag_len + 3 || in[d->tag_len + 3] == ' ')) {
-			dialog_opaque(d, ev);
-			return n;
-		}
-		d->phase = PH_READY;
+	if (n >= 5 && strncasecmp(in, "* OK ", 5) == 0) {
+		/* On a STARTTLS listener the client has mailproxy's; its
+		 * capabilities still count. */
+		if (!p->starttls)
+			relay_line(st, in, n, o);
+		else if (cap_list(in, proto_line_chomp(in, n), &start, &stop))
+			note_caps(st, in + start, stop - start);
+		o->event = PROTO_GREETED;
+	} else if (n >= 10 && strncasecmp(in, "* PREAUTH ", 10) == 0) {
+		/* Logged in without credentials: a misconfigured backend,
+		 * and the NO STARTTLS downgrade. Never relayed. */
+		proto_unavailable(o, p, "backend greeting is PREAUTH");
+	} else if (n >= 6 && strncasecmp(in, "* BYE ", 6) == 0) {
+		proto_relay(o, in, n);
+		proto_close(o, p, PROTO_END_BACKEND, "backend greeting is BYE");
+	} else {
+		proto_unavailable(o, p, "backend greeting not IMAP");
 	}
 	return n;
 }
+
+/* A command mailproxy answered after TLS still owns the literal it
+ * announced with {n+} (RFC 7888: the server reads it): its octets and the
+ * rest of its line are dropped, never read as commands. A {n} gets no
+ * "+", so the client sends nothing more for it. */
+static void
+swallow(struct proto_imap *st, enum literal lit, uint64_t size)
+{
+	if (lit != LIT_NONSYNC) {
+		st->swallow = false;
+		st->state = PROTO_IMAP_READY;
+		return;
+	}
+	st->swallow = true;
+	st->client_left = size;
+	st->state = size > 0 ? PROTO_IMAP_LITERAL : PROTO_IMAP_REST;
+}
+
+/* The command line (or what follows a literal) went to the backend: a
+ * literal at its end decides what comes next. */
+static void
+after_line(struct proto_imap *st, enum literal lit, uint64_t size)
+{
+	if (lit == LIT_SYNC) {
+		st->literal = size;
+		st->literal_wait = true;
+		st->state = PROTO_IMAP_WAIT;
+	} else if (lit == LIT_NONSYNC) {
+		st->client_left = size;
+		st->state = size > 0 ? PROTO_IMAP_LITERAL : PROTO_IMAP_REST;
+	} else {
+		st->state = PROTO_IMAP_WAIT;
+	}
+}
+
+/*
+ * Whether a {n+} may go to the backend: only as the backend's own
+ * capabilities allow (RFC 7888). Otherwise the backend would take the
+ * octets for commands: the command is answered BAD and the session
+ * closed.
+ */
+static bool
+nonsync_allowed(const struct proto_imap *st, const struct proto_params *p,
+    const char *tag, size_t tl, uint64_t size, struct proto_out *o)
+{
+	if (st->literal_plus ||
+	    (st->literal_minus && size <= PROTO_LITERAL_MINUS_MAX))
+		return true;
+	proto_say(o, p,
+	    st->literal_minus ? PROTO_REPLY_LITERAL_TOOBIG :
+	                        PROTO_REPLY_LITERAL_NONSYNC,
+	    tag, tl);
+	proto_close(o, p, PROTO_END_PROTOCOL,
+	    "non-synchronizing literal the backend does not accept");
+	return false;
+}
+
+static size_t
+command(struct proto_imap *st, const struct proto_params *p, const char *in,
+    size_t len, struct proto_out *o)
+{
+	struct command c;
+
+	if (!read_command(p, in, len, o, &c))
+		return 0;
+	if (c.lit == LIT_BAD) {
+		proto_close(o, p, PROTO_END_PROTOCOL,
+		    "bad or too large literal");
+		return c.n;
+	}
+	if (c.tl == 0) {
+		refuse(o, p, PROTO_REPLY_BAD_TAG, &c);
+		swallow(st, c.lit, c.size);
+		return c.n;
+	}
+	if (command_is(&c, "STARTTLS")) {
+		refuse(o, p, PROTO_REPLY_TLS_ACTIVE, &c);
+		swallow(st, c.lit, c.size);
+		return c.n;
+	}
+	if (command_is(&c, "ID") && id_overrides(c.args, c.al)) {
+		refuse(o, p, PROTO_REPLY_ID, &c);
+		swallow(st, c.lit, c.size);
+		return c.n;
+	}
+	if (c.lit == LIT_NONSYNC &&
+	    !nonsync_allowed(st, p, c.tag, c.tl, c.size, o))
+		return c.n;
+	st->auth = command_is(&c, "LOGIN") || command_is(&c, "AUTHENTICATE");
+	memcpy(st->tag, c.tag, c.tl);
+	st->tag_len = c.tl;
+	st->swallow = false;
+	proto_forward(o, in, c.n);
+	after_line(st, c.lit, c.size);
+	return c.n;
+}
+
+static size_t
+client(void *v, const struct proto_params *p, const char *in, size_t len,
+    struct proto_out *o)
+{
+	struct proto_imap *st = v;
+	enum literal lit;
+	uint64_t size = 0;
+	size_t n;
+
+	switch (st->state) {
+	case PROTO_IMAP_READY:
+		return command(st, p, in, len, o);
+	case PROTO_IMAP_LITERAL:
+		n = len < st->client_left ? len : (size_t)st->client_left;
+		if (!st->swallow)
+			proto_forward(o, in, n);
+		st->client_left -= n;
+		if (st->client_left == 0)
+			st->state = PROTO_IMAP_REST;
+		return n;
+	case PROTO_IMAP_MORE:
+		/* A SASL response: data, never a command. */
+		n = client_line(p, in, len, o);
+		if (n == 0)
+			return 0;
+		proto_forward(o, in, n);
+		st->state = PROTO_IMAP_WAIT;
+		return n;
+	case PROTO_IMAP_REST:
+		n = client_line(p, in, len, o);
+		if (n == 0)
+			return 0;
+		lit = trailing_literal(in, proto_line_chomp(in, n), &size);
+		if (lit == LIT_BAD) {
+			proto_close(o, p, PROTO_END_PROTOCOL,
+			    "bad or too large literal");
+			return n;
+		}
+		if (st->swallow) {
+			swallow(st, lit, size);
+			return n;
+		}
+		if (lit == LIT_NONSYNC &&
+		    !nonsync_allowed(st, p, st->tag, st->tag_len, size, o))
+			return n;
+		proto_forward(o, in, n);
+		after_line(st, lit, size);
+		return n;
+	case PROTO_IMAP_WAIT:
+		break;
+	}
+	return 0;
+}
+
+static size_t
+backend(void *v, const struct proto_params *p, const char *in, size_t len,
+    struct proto_out *o)
+{
+	struct proto_imap *st = v;
+	uint64_t size = 0;
+	size_t n, end;
+	long ln;
+	bool rest;
+
+	if (st->backend_left > 0) {
+		n = len < st->backend_left ? len : (size_t)st->backend_left;
+		proto_relay(o, in, n);
+		st->backend_left -= n;
+		return n;
+	}
+	ln = proto_line_find(in, len, PROTO_BACKEND_LINE_MAX, false);
+	if (ln < 0) {
+		proto_unavailable(o, p, "backend line too long");
+		return 0;
+	}
+	if (ln == 0)
+		return 0;
+	n = (size_t)ln;
+	end = proto_line_chomp(in, n);
+	rest = st->backend_rest;
+	st->backend_rest = false;
+	if (trailing_literal(in, end, &size) == LIT_SYNC) {
+		/* Its octets go through as they are; the line goes on. */
+		st->backend_left = size;
+		st->backend_rest = true;
+	}
+	if (rest) {
+		proto_relay(o, in, n);
+		return n;
+	}
+	if (in[0] == '+' && st->state == PROTO_IMAP_WAIT) {
+		proto_relay(o, in, n);
+		if (st->literal_wait) {
+			st->literal_wait = false;
+			st->client_left = st->literal;
+			st->state = st->literal > 0 ? PROTO_IMAP_LITERAL :
+			                              PROTO_IMAP_REST;
+		} else {
+			/* AUTHENTICATE's challenge: one SASL line back. */
+			st->state = PROTO_IMAP_MORE;
+		}
+		return n;
+	}
+	relay_line(st, in, n, o);
+	if (st->state == PROTO_IMAP_WAIT && st->tag_len > 0 &&
+	    end > st->tag_len && memcmp(in, st->tag, st->tag_len) == 0 &&
+	    in[st->tag_len] == ' ') {
+		st->literal_wait = false;
+		if (st->auth && end >= st->tag_len + 3 &&
+		    strncasecmp(in + st->tag_len + 1, "OK", 2) == 0 &&
+		    (end == st->tag_len + 3 || in[st->tag_len + 3] == ' ')) {
+			o->event = PROTO_OPAQUE;
+			return n;
+		}
+		st->state = PROTO_IMAP_READY;
+	}
+	return n;
+}
+
+static enum proto_wait
+wait(const void *v)
+{
+	const struct proto_imap *st = v;
+
+	return st->state == PROTO_IMAP_WAIT ? PROTO_WAIT_BACKEND :
+	                                      PROTO_WAIT_CLIENT;
+}
+
+static bool
+mid_reply(const void *v)
+{
+	const struct proto_imap *st = v;
+
+	return st->backend_left > 0 || st->backend_rest;
+}
+
+const struct proto_ops proto_imap_ops = {
+    .greet = greet,
+    .plain = plain,
+    .tls = tls,
+    .greeting = greeting,
+    .client = client,
+    .backend = backend,
+    .wait = wait,
+    .mid_reply = mid_reply,
+    .state_size = sizeof(struct proto_imap),
+};

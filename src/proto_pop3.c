@@ -4,222 +4,274 @@
  * timestamp (the backend's would differ); after TLS each command goes to
  * the backend alone and its reply, multi-line for CAPA, is awaited.
  *
- * Pure: no I/O.
+ * Pure: no I/O, no allocation. Must not: forward a client byte it has not
+ * framed.
  */
+#include "mailproxy/proto_pop3.h"
+
 #include <string.h>
 
-#include "dialog_impl.h"
+#include "mailproxy/proto_line.h"
 
-void
-pop3_start(struct dialog *d, const struct dialog_sink *sink)
+static void
+greet(void *v, const struct proto_params *p, struct proto_out *o)
 {
-	dialog_say(sink, "+OK %s\r\n", d->p->greeting);
+	(void)v;
+	proto_say(o, p, PROTO_REPLY_GREETING, NULL, 0);
+}
+
+/* One client line's length; 0 when more is needed, or when the line is
+ * broken (then o closes the dialogue). */
+static size_t
+client_line(const struct proto_params *p, const char *in, size_t len,
+    struct proto_out *o)
+{
+	long n = proto_line_find(in, len, PROTO_POP3_LINE_MAX, true);
+
+	if (n == PROTO_LINE_BARE)
+		proto_close(o, p, PROTO_END_PROTOCOL,
+		    "bare CR, LF or NUL in command line");
+	else if (n == PROTO_LINE_TOO_LONG)
+		proto_close(o, p, PROTO_END_PROTOCOL, "command line too long");
+	return n > 0 ? (size_t)n : 0;
 }
 
 static void
-pre_tls(struct dialog *d, const char *cmd, size_t cl, size_t al,
-    const struct dialog_sink *sink, enum dialog_event *ev)
+refuse(struct proto_out *o, const struct proto_params *p, enum proto_reply r)
 {
-	if (dialog_word_is(cmd, cl, "CAPA")) {
-		dialog_say(sink,
-		    "+OK Capability list follows\r\nCAPA\r\nSTLS\r\n.\r\n");
-	} else if (dialog_word_is(cmd, cl, "STLS")) {
-		if (al > 0) {
-			dialog_say(sink, "-ERR STLS takes no arguments.\r\n");
-			dialog_refused(d, sink, ev);
-			return;
-		}
-		dialog_say(sink, "+OK Begin TLS negotiation now.\r\n");
-		d->phase = PH_HANDSHAKE;
-		*ev = DIALOG_STARTTLS;
-	} else if (dialog_word_is(cmd, cl, "QUIT")) {
-		dialog_say(sink, "+OK Logging out.\r\n");
-		dialog_fail(d, sink, DIALOG_END_QUIT, NULL, ev);
-	} else if (dialog_word_is(cmd, cl, "USER") ||
-	    dialog_word_is(cmd, cl, "PASS") ||
-	    dialog_word_is(cmd, cl, "APOP") ||
-	    dialog_word_is(cmd, cl, "AUTH")) {
-		dialog_say(sink,
-		    "-ERR [AUTH] Cleartext authentication disallowed on "
-		    "non-secure (SSL/TLS) connections.\r\n");
-		dialog_refused(d, sink, ev);
-	} else if (dialog_word_is(cmd, cl, "XCLIENT") ||
-	    dialog_word_is(cmd, cl, "XOIP")) {
-		dialog_say(sink, "-ERR Unknown command.\r\n");
-		dialog_refused(d, sink, ev);
-	} else {
-		dialog_say(sink, "-ERR Command not allowed before STLS.\r\n");
-		dialog_refused(d, sink, ev);
-	}
+	proto_say(o, p, r, NULL, 0);
+	o->refused = true;
 }
 
-static void
-post_tls(struct dialog *d, const char *line, size_t n, const char *cmd,
-    size_t cl, size_t al, const struct dialog_sink *sink, enum dialog_event *ev)
+/* The command word of line[0..n) and the length of its arguments. */
+static size_t
+verb(const char *line, size_t n, size_t *args_out)
 {
-	if (dialog_word_is(cmd, cl, "STLS")) {
-		dialog_say(sink, "-ERR TLS is already active.\r\n");
-		dialog_refused(d, sink, ev);
-		return;
-	}
-	if (dialog_word_is(cmd, cl, "XCLIENT") ||
-	    dialog_word_is(cmd, cl, "XOIP")) {
-		dialog_say(sink, "-ERR Unknown command.\r\n");
-		dialog_refused(d, sink, ev);
-		return;
-	}
-	d->cmd = CMD_OTHER;
-	if (dialog_word_is(cmd, cl, "CAPA"))
-		d->cmd = CMD_CAPA;
-	else if (dialog_word_is(cmd, cl, "PASS") ||
-	    dialog_word_is(cmd, cl, "APOP"))
-		d->cmd = CMD_AUTH;
-	else if (dialog_word_is(cmd, cl, "AUTH"))
-		/* A bare AUTH lists the mechanisms (RFC 5034 §4). */
-		d->cmd = al == 0 ? CMD_MULTI : CMD_AUTH;
-	else if (((dialog_word_is(cmd, cl, "LIST") ||
-	              dialog_word_is(cmd, cl, "UIDL")) &&
-	             al == 0) ||
-	    dialog_word_is(cmd, cl, "RETR") || dialog_word_is(cmd, cl, "TOP"))
-		d->cmd = CMD_MULTI;
-	d->body = false;
-	dialog_to_backend(sink, line, n);
-	d->phase = PH_WAIT;
+	size_t end = proto_line_chomp(line, n);
+	size_t cl = proto_line_word_len(line, end);
+
+	*args_out = end - cl - proto_line_spaces(line + cl, end - cl);
+	return cl;
 }
 
-size_t
-pop3_client(struct dialog *d, const char *in, size_t len,
-    const struct dialog_sink *sink, enum dialog_event *ev)
+static size_t
+plain(void *v, const struct proto_params *p, const char *in, size_t len,
+    struct proto_out *o)
 {
-	long ln;
-	size_t n, end, cl, pos;
-	const char *cmd;
+	size_t n = client_line(p, in, len, o), cl, al;
 
-	if (d->phase != PH_PRE_TLS && d->phase != PH_READY &&
-	    d->phase != PH_MORE)
+	(void)v;
+	if (n == 0)
 		return 0;
-	ln = dialog_line(in, len, DIALOG_POP3_LINE_MAX, true);
-	if (ln == LINE_BARE)
-		dialog_fail(d, sink, DIALOG_END_PROTOCOL,
-		    "bare CR, LF or NUL in command line", ev);
-	else if (ln == LINE_TOO_LONG)
-		dialog_fail(d, sink, DIALOG_END_PROTOCOL,
-		    "command line too long", ev);
-	if (ln <= 0)
+	cl = verb(in, n, &al);
+	if (proto_line_word_is(in, cl, "CAPA")) {
+		proto_say(o, p, PROTO_REPLY_CAPABILITY, NULL, 0);
+	} else if (proto_line_word_is(in, cl, "STLS")) {
+		if (al > 0) {
+			refuse(o, p, PROTO_REPLY_STARTTLS_ARGS);
+		} else {
+			proto_say(o, p, PROTO_REPLY_STARTTLS, NULL, 0);
+			o->event = PROTO_STARTTLS;
+		}
+	} else if (proto_line_word_is(in, cl, "QUIT")) {
+		proto_say(o, p, PROTO_REPLY_LOGOUT, NULL, 0);
+		proto_close(o, p, PROTO_END_QUIT, NULL);
+	} else if (proto_line_word_is(in, cl, "USER") ||
+	    proto_line_word_is(in, cl, "PASS") ||
+	    proto_line_word_is(in, cl, "APOP") ||
+	    proto_line_word_is(in, cl, "AUTH")) {
+		refuse(o, p, PROTO_REPLY_PRIVACY);
+	} else if (proto_line_word_is(in, cl, "XCLIENT") ||
+	    proto_line_word_is(in, cl, "XOIP")) {
+		refuse(o, p, PROTO_REPLY_UNKNOWN);
+	} else {
+		refuse(o, p, PROTO_REPLY_NOT_YET);
+	}
+	return n;
+}
+
+static void
+tls(void *v)
+{
+	(void)v; /* Nothing was kept from before TLS. */
+}
+
+static size_t
+greeting(void *v, const struct proto_params *p, const char *in, size_t len,
+    struct proto_out *o)
+{
+	long ln = proto_line_find(in, len, PROTO_BACKEND_LINE_MAX, false);
+	size_t n;
+
+	(void)v;
+	if (ln < 0) {
+		proto_unavailable(o, p, "backend line too long");
+		return 0;
+	}
+	if (ln == 0)
 		return 0;
 	n = (size_t)ln;
-	if (d->phase == PH_MORE) {
+	if (n >= 3 && strncmp(in, "+OK", 3) == 0) {
+		/* On a STARTTLS listener the client has mailproxy's. */
+		if (!p->starttls)
+			proto_relay(o, in, n);
+		o->event = PROTO_GREETED;
+	} else if (n >= 4 && strncmp(in, "-ERR", 4) == 0) {
+		proto_relay(o, in, n);
+		proto_close(o, p, PROTO_END_BACKEND,
+		    "backend greeting is -ERR");
+	} else {
+		proto_unavailable(o, p, "backend greeting not POP3");
+	}
+	return n;
+}
+
+static size_t
+client(void *v, const struct proto_params *p, const char *in, size_t len,
+    struct proto_out *o)
+{
+	struct proto_pop3 *st = v;
+	size_t n, cl, al;
+
+	if (st->state == PROTO_POP3_WAIT)
+		return 0;
+	n = client_line(p, in, len, o);
+	if (n == 0)
+		return 0;
+	if (st->state == PROTO_POP3_MORE) {
 		/* A SASL response: data, never a command. */
-		dialog_to_backend(sink, in, n);
-		d->phase = PH_WAIT;
+		proto_forward(o, in, n);
+		st->state = PROTO_POP3_WAIT;
 		return n;
 	}
-	end = dialog_chomp(in, n);
-	cmd = in;
-	cl = dialog_word_len(cmd, end);
-	pos = cl + dialog_spaces(in + cl, end - cl);
-	if (d->phase == PH_PRE_TLS)
-		pre_tls(d, cmd, cl, end - pos, sink, ev);
-	else
-		post_tls(d, in, n, cmd, cl, end - pos, sink, ev);
+	cl = verb(in, n, &al);
+	if (proto_line_word_is(in, cl, "STLS")) {
+		refuse(o, p, PROTO_REPLY_TLS_ACTIVE);
+		return n;
+	}
+	if (proto_line_word_is(in, cl, "XCLIENT") ||
+	    proto_line_word_is(in, cl, "XOIP")) {
+		refuse(o, p, PROTO_REPLY_UNKNOWN);
+		return n;
+	}
+	st->cmd = PROTO_POP3_OTHER;
+	if (proto_line_word_is(in, cl, "CAPA"))
+		st->cmd = PROTO_POP3_CAPA;
+	else if (proto_line_word_is(in, cl, "PASS") ||
+	    proto_line_word_is(in, cl, "APOP"))
+		st->cmd = PROTO_POP3_AUTH;
+	else if (proto_line_word_is(in, cl, "AUTH"))
+		/* A bare AUTH lists the mechanisms (RFC 5034 §4). */
+		st->cmd = al == 0 ? PROTO_POP3_MULTI : PROTO_POP3_AUTH;
+	else if (((proto_line_word_is(in, cl, "LIST") ||
+	              proto_line_word_is(in, cl, "UIDL")) &&
+	             al == 0) ||
+	    proto_line_word_is(in, cl, "RETR") ||
+	    proto_line_word_is(in, cl, "TOP"))
+		st->cmd = PROTO_POP3_MULTI;
+	st->body = false;
+	proto_forward(o, in, n);
+	st->state = PROTO_POP3_WAIT;
 	return n;
 }
 
 /* A CAPA line, with STLS and XCLIENT left out and SCRAM-*-PLUS taken
  * out of the SASL mechanisms. */
 static void
-capa_line(const char *line, size_t n, const struct dialog_sink *sink)
+capa_line(const char *line, size_t n, struct proto_out *o)
 {
-	char out[DIALOG_BACKEND_LINE_MAX];
-	size_t end = dialog_chomp(line, n), w = dialog_word_len(line, end), o;
+	size_t end = proto_line_chomp(line, n);
+	size_t w = proto_line_word_len(line, end), room, k;
+	char *out;
 
-	if (dialog_word_is(line, w, "STLS") ||
-	    dialog_word_is(line, w, "XCLIENT"))
+	if (proto_line_word_is(line, w, "STLS") ||
+	    proto_line_word_is(line, w, "XCLIENT"))
 		return;
-	if (!dialog_word_is(line, w, "SASL")) {
-		dialog_to_client(sink, line, n);
+	if (!proto_line_word_is(line, w, "SASL")) {
+		proto_relay(o, line, n);
 		return;
 	}
+	out = proto_text_room(o, &room);
 	memcpy(out, line, w);
-	o = w;
-	out[o++] = ' ';
-	o += dialog_filter_caps(line + w, end - w, out + o, true);
-	memcpy(out + o, "\r\n", 2);
-	dialog_to_client(sink, out, o + 2);
+	k = w;
+	out[k++] = ' ';
+	k += proto_line_filter_caps(line + w, end - w, out + k, true);
+	memcpy(out + k, "\r\n", 2);
+	proto_text_commit(o, k + 2);
 }
 
 static size_t
-greeting(struct dialog *d, const char *line, size_t n,
-    const struct dialog_sink *sink, enum dialog_event *ev)
+backend(void *v, const struct proto_params *p, const char *in, size_t len,
+    struct proto_out *o)
 {
-	if (n >= 3 && strncmp(line, "+OK", 3) == 0) {
-		if (!d->p->starttls)
-			dialog_to_client(sink, line, n);
-		d->phase = PH_READY;
-		return n;
-	}
-	if (n >= 4 && strncmp(line, "-ERR", 4) == 0) {
-		dialog_to_client(sink, line, n);
-		dialog_fail(d, sink, DIALOG_END_BACKEND,
-		    "backend greeting is -ERR", ev);
-		return n;
-	}
-	dialog_say(sink, "-ERR [SYS/TEMP] Backend server not available.\r\n");
-	dialog_fail(d, sink, DIALOG_END_BACKEND, "backend greeting not POP3",
-	    ev);
-	return n;
-}
-
-size_t
-pop3_backend(struct dialog *d, const char *in, size_t len,
-    const struct dialog_sink *sink, enum dialog_event *ev)
-{
-	long ln;
+	struct proto_pop3 *st = v;
+	long ln = proto_line_find(in, len, PROTO_BACKEND_LINE_MAX, false);
 	size_t n;
 
-	if (d->phase == PH_PRE_TLS || d->phase == PH_HANDSHAKE)
-		return 0;
-	ln = dialog_line(in, len, DIALOG_BACKEND_LINE_MAX, false);
 	if (ln < 0) {
-		dialog_say(sink,
-		    "-ERR [SYS/TEMP] Backend server not available.\r\n");
-		dialog_fail(d, sink, DIALOG_END_BACKEND,
-		    "backend line too long", ev);
+		proto_unavailable(o, p, "backend line too long");
 		return 0;
 	}
 	if (ln == 0)
 		return 0;
 	n = (size_t)ln;
-	if (d->phase == PH_GREETING)
-		return greeting(d, in, n, sink, ev);
-	if (d->phase != PH_WAIT) {
-		dialog_to_client(sink, in, n);
+	if (st->state != PROTO_POP3_WAIT) {
+		proto_relay(o, in, n);
 		return n;
 	}
-	if (d->body) {
-		if (dialog_chomp(in, n) == 1 && in[0] == '.') {
-			dialog_to_client(sink, in, n);
-			d->body = false;
-			d->phase = PH_READY;
-		} else if (d->cmd == CMD_CAPA) {
-			capa_line(in, n, sink);
+	if (st->body) {
+		if (proto_line_chomp(in, n) == 1 && in[0] == '.') {
+			proto_relay(o, in, n);
+			st->body = false;
+			st->state = PROTO_POP3_READY;
+		} else if (st->cmd == PROTO_POP3_CAPA) {
+			capa_line(in, n, o);
 		} else {
-			dialog_to_client(sink, in, n);
+			proto_relay(o, in, n);
 		}
 		return n;
 	}
-	dialog_to_client(sink, in, n);
+	proto_relay(o, in, n);
 	if (n >= 3 && strncmp(in, "+OK", 3) == 0) {
-		if (d->cmd == CMD_CAPA || d->cmd == CMD_MULTI)
-			d->body = true;
-		else if (d->cmd == CMD_AUTH)
-			dialog_opaque(d, ev);
+		if (st->cmd == PROTO_POP3_CAPA || st->cmd == PROTO_POP3_MULTI)
+			st->body = true;
+		else if (st->cmd == PROTO_POP3_AUTH)
+			o->event = PROTO_OPAQUE;
 		else
-			d->phase = PH_READY;
-	} else if (n >= 1 && in[0] == '+' && d->cmd == CMD_AUTH) {
-		d->phase = PH_MORE; /* a SASL challenge */
+			st->state = PROTO_POP3_READY;
+	} else if (n >= 1 && in[0] == '+' && st->cmd == PROTO_POP3_AUTH) {
+		st->state = PROTO_POP3_MORE; /* a SASL challenge */
 	} else {
-		d->phase = PH_READY;
+		st->state = PROTO_POP3_READY;
 	}
 	return n;
 }
+
+static enum proto_wait
+wait(const void *v)
+{
+	const struct proto_pop3 *st = v;
+
+	return st->state == PROTO_POP3_WAIT ? PROTO_WAIT_BACKEND :
+	                                      PROTO_WAIT_CLIENT;
+}
+
+static bool
+mid_reply(const void *v)
+{
+	const struct proto_pop3 *st = v;
+
+	return st->body;
+}
+
+const struct proto_ops proto_pop3_ops = {
+    .greet = greet,
+    .plain = plain,
+    .tls = tls,
+    .greeting = greeting,
+    .client = client,
+    .backend = backend,
+    .wait = wait,
+    .mid_reply = mid_reply,
+    .state_size = sizeof(struct proto_pop3),
+};

@@ -1,15 +1,22 @@
 /*
- * Session lifecycle: accept, TLS handshake, backend connect, timers, the
- * one close path and the connection log line. Moving bytes is relay.c's.
+ * The session: one state machine per client connection (session.h). Its
+ * phase is s->state, written only by set_state(), which also arms the
+ * phase's deadline. Below it the pump (pump.c) moves the bytes and calls
+ * back through pump_ops; beside it the dialogue (dialog.c) decides, a
+ * line at a time, what is answered, forwarded or refused until the
+ * client has authenticated. Every deadline before authentication is
+ * here: the whole plaintext phase, the backend's greeting and replies,
+ * the client's login.
  *
- * Ownership (STYLE.md §7): the session owns its handles, requests, SSL
- * object and chunks. session_close() only starts closing; every handle's
- * close callback and every request's callback calls session_release(),
+ * Ownership (STYLE.md §7): the session owns its timer, its requests and
+ * its pump. session_close() only starts closing; the timer's close, each
+ * request's callback and the pump's released() call session_release(),
  * and the last one frees the session in session_free(), which is also
  * where the single log line is written.
  *
  * Must not: free anything a pending libuv callback may still touch, or
- * send the backend a byte before the client's TLS handshake is complete.
+ * send the backend a byte before the client's TLS handshake is complete
+ * (starttls = optional: before the client chose plaintext).
  */
 #include "mailproxy/session.h"
 
@@ -20,16 +27,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/err.h>
-
 #include "mailproxy/log.h"
 #include "mailproxy/proto.h"
 #include "mailproxy/proxy_protocol.h"
-#include "mailproxy/relay.h"
-#include "mailproxy/worker.h"
+#include "mailproxy/tls.h"
 
-/* Time allowed for mailproxy's last words to reach the client. */
-#define FLUSH_TIMEOUT_MS 5000
+/* No notice: a session ended with nothing said. */
+#define NO_NOTICE PROTO_REPLY_COUNT_
 
 static const char *const state_names[SESSION_STATE_COUNT_] = {
     [SESSION_PROXY] = "proxy",
@@ -37,6 +41,8 @@ static const char *const state_names[SESSION_STATE_COUNT_] = {
     [SESSION_HANDSHAKE] = "handshake",
     [SESSION_RESOLVE] = "resolve",
     [SESSION_CONNECT] = "connect",
+    [SESSION_GREETING] = "greeting",
+    [SESSION_DIALOG] = "dialog",
     [SESSION_RELAY] = "relay",
     [SESSION_FLUSH] = "flush",
     [SESSION_CLOSING] = "closing",
@@ -70,64 +76,146 @@ session_end_name(enum session_end end)
 	return end_names[end];
 }
 
-static void on_timer(uv_timer_t *t);
+static void session_close(struct session *s, enum session_end end,
+    const char *error);
+static void session_finish(struct session *s, enum proto_reply notice,
+    enum session_end end, const char *error);
 
 static uint64_t
-state_timeout(const struct session *s)
+now_ms(const struct session *s)
 {
-	const struct config_listener *conf = s->listener->conf;
+	return uv_now(s->host->pump.loop);
+}
+
+static const struct config_listener *
+conf_of(const struct session *s)
+{
+	return s->listener->conf;
+}
+
+/* starttls = optional: port 25, where clients never log in. */
+static bool
+optional(const struct session *s)
+{
+	return conf_of(s)->starttls == CONFIG_STARTTLS_OPTIONAL &&
+	    conf_of(s)->tls == CONFIG_TLS_STARTTLS;
+}
+
+/* ------------------------------------------------------------------ */
+/* Deadlines. */
+
+static uint64_t
+min_ms(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+/* The login deadline: from the end of the handshake, never on port 25
+ * (RFC 5321 gives no such limit) nor before TLS. */
+static uint64_t
+login_due(const struct session *s)
+{
+	if (optional(s) || s->tls_ms == 0)
+		return UINT64_MAX;
+	return s->tls_ms + conf_of(s)->timeout_login_ms;
+}
+
+/* How long the backend may take for what is awaited of it. */
+static uint64_t
+backend_ms(const struct session *s)
+{
+	uint64_t t = conf_of(s)->timeout_backend_ms;
+
+	if (s->wait == PROTO_WAIT_BACKEND_DATA)
+		return t > SESSION_SMTP_DATA_MS ? t : SESSION_SMTP_DATA_MS;
+	if (optional(s) && t < SESSION_SMTP_REPLY_MS)
+		return SESSION_SMTP_REPLY_MS;
+	return t;
+}
+
+/* When the current state's deadline falls, in loop time. */
+static uint64_t
+due_ms(const struct session *s)
+{
+	const struct config_listener *conf = conf_of(s);
+	uint64_t idle = conf->timeout_idle_ms;
 
 	switch (s->state) {
 	case SESSION_PROXY:
-		return conf->timeout_proxy_ms;
+		return s->state_ms + conf->timeout_proxy_ms;
 	case SESSION_PLAIN:
+		/* Port 25 may stay in plaintext: a client's time per
+		 * command. Otherwise the whole phase has one deadline. */
+		if (optional(s))
+			return s->pump.active_ms + idle;
+		return s->deadline_ms;
 	case SESSION_HANDSHAKE:
-		return conf->timeout_handshake_ms;
+		return s->deadline_ms;
 	case SESSION_RESOLVE:
 	case SESSION_CONNECT:
-		return conf->timeout_connect_ms;
+		/* Each address gets the whole timeout_connect, as nginx's
+		 * proxy_connect_timeout per upstream try. */
+		return s->state_ms + conf->timeout_connect_ms;
+	case SESSION_GREETING:
+	case SESSION_DIALOG:
+		if (s->wait == PROTO_WAIT_CLIENT)
+			return min_ms(s->pump.active_ms + idle, login_due(s));
+		return min_ms(s->wait_ms + backend_ms(s), login_due(s));
 	case SESSION_RELAY:
-		return conf->timeout_idle_ms;
+		/* One side done: the other gets the shorter linger. */
+		if ((s->pump.client.ended || s->pump.backend.ended) &&
+		    idle > conf->timeout_linger_ms)
+			idle = conf->timeout_linger_ms;
+		return s->pump.active_ms + idle;
 	case SESSION_FLUSH:
-		return FLUSH_TIMEOUT_MS;
+		return s->state_ms + SESSION_FLUSH_MS;
 	case SESSION_CLOSING:
 	case SESSION_STATE_COUNT_:
 		break;
 	}
-	return 0;
+	return UINT64_MAX;
 }
 
-/* The one writer of s->state; each state has its own timeout. */
+static void on_timer(uv_timer_t *t);
+
+static void
+arm_timer(struct session *s)
+{
+	uint64_t due = due_ms(s), now = now_ms(s);
+
+	(void)uv_timer_start(&s->timer, on_timer, due > now ? due - now : 0, 0);
+}
+
+/* The one writer of s->state; each state has its own deadline. */
 static void
 set_state(struct session *s, enum session_state state)
 {
-	uint64_t ms;
-
 	if (log_enabled(CONFIG_LOG_DEBUG))
 		log_debug("session %08x-%u-%llu: %s -> %s", process_tag,
-		    s->worker->index, (unsigned long long)s->seq,
+		    s->host->index, (unsigned long long)s->seq,
 		    state_names[s->state], state_names[state]);
 	s->state = state;
+	s->state_ms = now_ms(s);
 	if (state == SESSION_CLOSING)
 		return;
-	ms = state_timeout(s);
-	(void)uv_timer_start(&s->timer, on_timer, ms, 0);
+	if (state == SESSION_GREETING) {
+		s->wait = PROTO_WAIT_BACKEND;
+		s->wait_ms = s->state_ms;
+	}
+	arm_timer(s);
 }
 
-void
-session_set_end(struct session *s, enum session_end end, const char *error)
+/* ------------------------------------------------------------------ */
+/* Ends. */
+
+static void
+set_end(struct session *s, enum session_end end, const char *error)
 {
 	if (end == SESSION_END_NONE || s->end != SESSION_END_NONE)
 		return;
 	s->end = end;
 	s->error = error;
 	s->end_state = s->state;
-}
-
-void
-session_touch(struct session *s)
-{
-	s->active_ms = uv_now(&s->worker->loop);
 }
 
 static void
@@ -157,44 +245,46 @@ write_log(struct session *s, const char *event)
 {
 	char id[48], client[CONFIG_ADDR_TEXT], local[CONFIG_ADDR_TEXT];
 	char backend_addr[CONFIG_ADDR_TEXT], proxy[CONFIG_ADDR_TEXT];
+	const struct pump_side *c = &s->pump.client, *b = &s->pump.backend;
 	struct log_session f;
+
 	memset(&f, 0, sizeof(f));
 	(void)snprintf(id, sizeof(id), "%08x-%u-%llu", process_tag,
-	    s->worker->index, (unsigned long long)s->seq);
+	    s->host->index, (unsigned long long)s->seq);
 	format_addr(&s->client_addr, client, sizeof(client));
 	format_addr(&s->local_addr, local, sizeof(local));
 	f.event = event;
 	f.id = id;
-	f.listener = s->listener->conf->name;
-	f.proto = proto_name(s->listener->conf->protocol);
+	f.listener = conf_of(s)->name;
+	f.proto = proto_name(conf_of(s)->protocol);
 	f.client = client;
 	f.local = local;
 	if (s->proxy_addr.sa.sa_family != AF_UNSPEC) {
 		format_addr(&s->proxy_addr, proxy, sizeof(proxy));
 		f.proxy = proxy;
 	}
-	f.backend = s->listener->conf->backend.text;
+	f.backend = conf_of(s)->backend.text;
 	if (s->backend_addr.sa.sa_family != AF_UNSPEC) {
 		format_addr(&s->backend_addr, backend_addr,
 		    sizeof(backend_addr));
 		f.backend_addr = backend_addr;
 	}
-	if (s->tls_up) {
-		f.tls_version = SSL_get_version(s->ssl);
-		f.cipher = SSL_get_cipher_name(s->ssl);
-		f.tls_resumed = SSL_session_reused(s->ssl) == 1;
+	if (c->tls_done) {
+		f.tls_version = SSL_get_version(c->ssl);
+		f.cipher = SSL_get_cipher_name(c->ssl);
+		f.tls_resumed = SSL_session_reused(c->ssl) == 1;
 	}
-	if (s->ssl != NULL)
-		f.sni = SSL_get_servername(s->ssl, TLSEXT_NAMETYPE_host_name);
+	if (c->ssl != NULL)
+		f.sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
 	if (s->dialog != NULL)
 		s->stats = *dialog_stats(s->dialog);
 	f.starttls = s->stats.starttls;
 	f.discarded = s->stats.discarded;
 	f.refused = s->stats.refused;
-	f.client_in = s->client.bytes_in;
-	f.client_out = s->client.bytes_out;
-	f.backend_in = s->backend.bytes_in;
-	f.backend_out = s->backend.bytes_out;
+	f.client_in = c->bytes_in;
+	f.client_out = c->bytes_out;
+	f.backend_in = b->bytes_in;
+	f.backend_out = b->bytes_out;
 	f.duration_ms = (uv_hrtime() - s->started_hr) / 1000000;
 	if (strcmp(event, "close") == 0) {
 		f.state = session_state_name(s->end_state);
@@ -207,30 +297,33 @@ write_log(struct session *s, const char *event)
 static void
 session_free(struct session *s)
 {
-	struct buf_pool *pool = &s->worker->pool;
-	struct worker *w = s->worker;
+	struct session_host *h = s->host;
 
 	assert(s->pending == 0 && s->state == SESSION_CLOSING);
 	if (!s->quiet)
 		write_log(s, "close");
-	SSL_free(s->ssl);
-	s->ssl = NULL;
+	pump_free(&s->pump);
 	dialog_free(s->dialog);
 	s->dialog = NULL;
-	buf_pool_put(pool, s->plain_in);
-	buf_pool_put(pool, s->client.in);
-	buf_pool_put(pool, s->backend.in);
-	buf_queue_clear(&s->client.out, pool);
-	buf_queue_clear(&s->backend.out, pool);
 	uv_freeaddrinfo(s->addrs);
-	relay_flush_cancel(&s->client);
-	relay_flush_cancel(&s->backend);
+	s->addrs = NULL;
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		h->sessions = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	h->count--;
+	if (h->process_sessions != NULL)
+		atomic_fetch_sub(h->process_sessions, 1);
 	s->magic = 0;
-	worker_session_remove(w, s);
 	free(s);
+	h->freed(h);
 }
 
-bool
+/* One thing the session waited for called back. Returns true when the
+ * session is closing (and may now be gone): the caller stops there. */
+static bool
 session_release(struct session *s)
 {
 	assert(s->magic == SESSION_MAGIC && s->pending > 0);
@@ -243,42 +336,25 @@ session_release(struct session *s)
 }
 
 static void
-on_side_close(uv_handle_t *h)
-{
-	struct side *x = h->data;
-
-	(void)session_release(x->session);
-}
-
-static void
 on_timer_close(uv_handle_t *h)
 {
 	(void)session_release(h->data);
 }
 
+/* The one close path: idempotent; the first end recorded is logged. */
 static void
-close_side(struct side *x)
-{
-	if (!x->open)
-		return;
-	x->open = false;
-	x->reading = false;
-	uv_close(&x->h.handle, on_side_close);
-}
-
-void
 session_close(struct session *s, enum session_end end, const char *error)
 {
 	assert(s->magic == SESSION_MAGIC);
 	if (s->state == SESSION_CLOSING)
 		return;
-	session_set_end(s, end, error);
+	set_end(s, end, error);
 	if (s->end == SESSION_END_NONE)
-		session_set_end(s, SESSION_END_CLIENT_CLOSED, NULL);
+		set_end(s, SESSION_END_CLIENT_CLOSED, NULL);
 	set_state(s, SESSION_CLOSING);
 	uv_close((uv_handle_t *)&s->timer, on_timer_close);
-	close_side(&s->client);
-	close_side(&s->backend);
+	if (pump_close(&s->pump))
+		s->pending--; /* nothing was open: no released() comes */
 	/* A lookup already running cannot be stopped; its callback frees
 	 * the request and releases the session either way. */
 	if (s->resolve_req != NULL)
@@ -292,51 +368,82 @@ backend_pending(const struct session *s)
 	return s->state == SESSION_RESOLVE || s->state == SESSION_CONNECT;
 }
 
-void
-session_finish(struct session *s, int notice, enum session_end end,
+/* Ends the session for a failed write into the pump. */
+static void
+send_failed(struct session *s, int r)
+{
+	if (r == PUMP_ERR_LIMIT)
+		session_close(s, SESSION_END_LIMIT,
+		    "session buffer limit reached");
+	else if (r == PUMP_ERR_NOMEM)
+		session_close(s, SESSION_END_NO_MEMORY, NULL);
+	else
+		session_close(s, SESSION_END_TLS_ERROR,
+		    tls_error_reason("TLS write failed"));
+}
+
+/* Sends n bytes to side x; false when that ended the session. */
+static bool
+send_to(struct session *s, struct pump_side *x, const char *p, size_t n)
+{
+	int r = pump_send(x, p, n);
+
+	if (r != 0)
+		send_failed(s, r);
+	return r == 0;
+}
+
+/* Whether the client may hear a notice now: in plaintext, or on TLS once
+ * the handshake is done, and never inside a line or a reply. */
+static bool
+may_notice(const struct session *s)
+{
+	const struct pump_side *c = &s->pump.client;
+
+	if (c->ssl != NULL && !c->tls_done)
+		return false;
+	if (c->last_out != '\n')
+		return false;
+	return s->dialog == NULL || !dialog_mid_reply(s->dialog);
+}
+
+/*
+ * Says notice (unless NO_NOTICE or the client cannot hear it now), then
+ * close_notify and FIN, and closes once the client has them and has
+ * closed its side too (or at SESSION_FLUSH_MS). end is the logged reason.
+ */
+static void
+session_finish(struct session *s, enum proto_reply notice, enum session_end end,
     const char *error)
 {
+	struct pump_side *c = &s->pump.client, *b = &s->pump.backend;
+	struct proto_reply_args a = {s->listener->server_name, NULL, NULL, 0,
+	    NULL};
 	char line[512];
 	int len;
 
-	session_set_end(s, end, error);
+	if (s->state == SESSION_CLOSING || s->state == SESSION_FLUSH)
+		return;
+	set_end(s, end, error);
 	/* Nothing of the backend's may follow the goodbye: a connect or a
 	 * lookup still running is abandoned, and its callback finds the
 	 * session past RESOLVE/CONNECT. */
-	relay_read_stop(&s->backend);
-	s->backend.paused = false;
-	s->client.paused = false;
+	pump_set_mode(b, PUMP_HOLD);
 	if (backend_pending(s)) {
-		close_side(&s->backend);
+		pump_side_close(b);
 		if (s->resolve_req != NULL)
 			(void)uv_cancel((uv_req_t *)s->resolve_req);
 	}
-	if (notice >= 0 && (s->tls_up || s->ssl == NULL)) {
-		len = proto_notice_line(s->listener->conf->protocol,
-		    (enum proto_notice)notice, s->listener->server_name, line,
+	if (notice != NO_NOTICE && may_notice(s)) {
+		len = proto_reply_format(conf_of(s)->protocol, notice, &a, line,
 		    sizeof(line));
-		/* Plaintext only where the client is still in plaintext. */
-		if (len > 0)
-			s->sink.to_client(s, line, (size_t)len);
+		if (len > 0 && !send_to(s, c, line, (size_t)len))
+			return;
 	}
-	if (s->tls_up) {
-		ERR_clear_error();
-		(void)SSL_shutdown(s->ssl);
-		ERR_clear_error();
-	}
-	if (s->tls_io.nomem || s->nomem) {
-		session_close(s, SESSION_END_NO_MEMORY, NULL);
-		return;
-	}
+	pump_finish(c);
 	set_state(s, SESSION_FLUSH);
 	/* Keep reading (and dropping) so the close is a FIN, not a RST. */
-	if (!s->client.eof)
-		(void)relay_read_start(&s->client);
-	s->client.want_fin = true;
-	relay_flush(&s->client);
-	if (s->state == SESSION_FLUSH && s->client.eof &&
-	    s->client.out.bytes == 0)
-		session_close(s, SESSION_END_NONE, NULL);
+	pump_set_mode(c, PUMP_DRAIN);
 }
 
 void
@@ -350,17 +457,17 @@ session_shutdown(struct session *s)
 	case SESSION_PLAIN:
 	case SESSION_RESOLVE:
 	case SESSION_CONNECT:
-		session_finish(s, PROTO_NOTICE_SHUTDOWN, SESSION_END_SHUTDOWN,
+	case SESSION_GREETING:
+	case SESSION_DIALOG:
+		session_finish(s, PROTO_REPLY_SHUTDOWN, SESSION_END_SHUTDOWN,
 		    NULL);
 		break;
 	case SESSION_RELAY:
 		/* The goodbye only goes between two lines of the backend's,
 		 * never into the middle of one. */
-		if (s->last_to_client == '\n' && !s->backend.eof)
-			session_finish(s, PROTO_NOTICE_SHUTDOWN,
-			    SESSION_END_SHUTDOWN, NULL);
-		else
-			session_finish(s, -1, SESSION_END_SHUTDOWN, NULL);
+		session_finish(s,
+		    s->pump.backend.ended ? NO_NOTICE : PROTO_REPLY_SHUTDOWN,
+		    SESSION_END_SHUTDOWN, NULL);
 		break;
 	case SESSION_FLUSH:
 	case SESSION_CLOSING:
@@ -368,6 +475,214 @@ session_shutdown(struct session *s)
 		break;
 	}
 }
+
+/* Relayed both ways and finished both ways, or the goodbye delivered. */
+static void
+check_done(struct session *s)
+{
+	if (s->state == SESSION_FLUSH && pump_side_done(&s->pump.client))
+		session_close(s, SESSION_END_NONE, NULL);
+	else if (s->state == SESSION_RELAY && pump_side_done(&s->pump.client) &&
+	    pump_side_done(&s->pump.backend))
+		session_close(s, SESSION_END_NONE, NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* The dialogue. */
+
+static void
+dialog_closed(struct session *s, const struct proto_out *out)
+{
+	static const enum session_end ends[] = {
+	    [PROTO_END_NONE] = SESSION_END_CLIENT_CLOSED,
+	    [PROTO_END_QUIT] = SESSION_END_CLIENT_CLOSED,
+	    [PROTO_END_PROTOCOL] = SESSION_END_PROTOCOL_ERROR,
+	    [PROTO_END_BACKEND] = SESSION_END_BACKEND_ERROR,
+	};
+
+	session_finish(s, NO_NOTICE, ends[out->end], out->error);
+}
+
+/* Moves a step's bytes: n consumed from x, the rest to both sides.
+ * False when that ended the session. */
+static bool
+apply(struct session *s, struct pump_side *x, size_t n,
+    const struct proto_out *out)
+{
+	pump_consume(x, n);
+	if (!send_to(s, &s->pump.client, out->to_client, out->to_client_len))
+		return false;
+	return send_to(s, &s->pump.backend, out->to_backend,
+	    out->to_backend_len);
+}
+
+/* Authenticated: the dialogue goes and the pump relays untouched, the
+ * unconsumed rest of both inputs first. */
+static void
+relay_start(struct session *s)
+{
+	s->stats = *dialog_stats(s->dialog);
+	dialog_free(s->dialog);
+	s->dialog = NULL;
+	set_state(s, SESSION_RELAY);
+	pump_set_mode(&s->pump.client, PUMP_RELAY);
+	pump_set_mode(&s->pump.backend, PUMP_RELAY);
+}
+
+static void connect_backend(struct session *s);
+
+/* STARTTLS answered: every byte after its line is dropped unread (the
+ * CVE-2011-0411 class), then the handshake. */
+static void
+starttls(struct session *s)
+{
+	struct pump_side *c = &s->pump.client;
+	const char *in;
+	size_t len;
+	bool hello;
+
+	in = pump_input(c, &len);
+	hello = len >= 2 && (unsigned char)in[0] == 0x16 && in[1] == 0x03;
+	dialog_stats(s->dialog)->discarded += pump_discard(c);
+	if (hello) {
+		/* Dropped with the rest, the handshake could only time out. */
+		session_finish(s, NO_NOTICE, SESSION_END_PROTOCOL_ERROR,
+		    "TLS data sent before the STARTTLS reply");
+		return;
+	}
+	if (pump_start_tls(c, s->listener->ctx) != 0) {
+		session_close(s, SESSION_END_NO_MEMORY, NULL);
+		return;
+	}
+	if (s->deadline_ms == 0)
+		s->deadline_ms = now_ms(s) + conf_of(s)->timeout_handshake_ms;
+	set_state(s, SESSION_HANDSHAKE);
+}
+
+/* Before TLS: the client's commands, answered by mailproxy alone. */
+static void
+plain_input(struct session *s)
+{
+	struct pump_side *c = &s->pump.client;
+	struct proto_out out;
+	const char *in;
+	size_t len, n;
+
+	for (;;) {
+		/* A client that does not read its answers is not read:
+		 * the pump calls again once it has. */
+		if (!pump_room(c))
+			return;
+		in = pump_input(c, &len);
+		if (len == 0)
+			return;
+		n = dialog_plain(s->dialog, in, len, &out);
+		if (n == 0 && out.event == PROTO_CONTINUE)
+			return;
+		if (!apply(s, c, n, &out))
+			return;
+		switch (out.event) {
+		case PROTO_CONTINUE:
+			if (optional(s))
+				arm_timer(s);
+			break;
+		case PROTO_STARTTLS:
+			starttls(s);
+			return;
+		case PROTO_CONNECT:
+			/* The command waits for the backend's greeting. */
+			pump_set_mode(c, PUMP_HOLD);
+			connect_backend(s);
+			return;
+		case PROTO_CLOSE:
+			dialog_closed(s, &out);
+			return;
+		case PROTO_GREETED:
+		case PROTO_OPAQUE:
+			assert(!"event out of place before TLS");
+			return;
+		}
+	}
+}
+
+/* One step of the dialogue on side x; false when it must stop (the
+ * session changed state or ended). */
+static bool
+dialog_step(struct session *s, struct pump_side *x, bool *progress)
+{
+	struct pump_side *c = &s->pump.client;
+	struct proto_out out;
+	const char *in;
+	size_t len, n;
+
+	in = pump_input(x, &len);
+	if (len == 0)
+		return true;
+	if (x == c)
+		n = dialog_client(s->dialog, in, len, &out);
+	else if (s->state == SESSION_GREETING)
+		n = dialog_greeting(s->dialog, in, len, &out);
+	else
+		n = dialog_backend(s->dialog, in, len, &out);
+	if (!apply(s, x, n, &out))
+		return false;
+	if (n > 0)
+		*progress = true;
+	switch (out.event) {
+	case PROTO_CONTINUE:
+		return true;
+	case PROTO_GREETED:
+		set_state(s, SESSION_DIALOG);
+		*progress = true;
+		return true;
+	case PROTO_OPAQUE:
+		relay_start(s);
+		return false;
+	case PROTO_CLOSE:
+		dialog_closed(s, &out);
+		return false;
+	case PROTO_STARTTLS:
+	case PROTO_CONNECT:
+		break;
+	}
+	assert(!"event out of place after TLS");
+	return false;
+}
+
+/*
+ * After TLS, until authentication: both sides through the dialogue, the
+ * backend first (its reply lets the client's next command go), a step at
+ * a time while both queues have room. A stop for room is resumed by the
+ * pump once the queue has drained.
+ */
+static void
+dialog_input(struct session *s)
+{
+	struct pump_side *c = &s->pump.client, *b = &s->pump.backend;
+	enum proto_wait w;
+	bool progress = true;
+
+	while (progress) {
+		progress = false;
+		if (!pump_room(c) || !pump_room(b))
+			break;
+		if (!dialog_step(s, b, &progress))
+			return;
+		if (s->state == SESSION_DIALOG && !dialog_step(s, c, &progress))
+			return;
+	}
+	if (s->state != SESSION_DIALOG)
+		return;
+	w = dialog_wait(s->dialog);
+	if (w != s->wait) {
+		s->wait = w;
+		s->wait_ms = now_ms(s);
+		arm_timer(s);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* The backend. */
 
 static void connect_next(struct session *s);
 
@@ -379,88 +694,66 @@ connect_failed(struct session *s, int status)
 		connect_next(s);
 		return;
 	}
-	session_finish(s, PROTO_NOTICE_UNAVAILABLE,
+	session_finish(s, PROTO_REPLY_UNAVAILABLE,
 	    status == UV_ECONNREFUSED ? SESSION_END_BACKEND_REFUSED :
 	                                SESSION_END_BACKEND_UNREACHABLE,
 	    uv_strerror(status));
 }
 
 /*
- * The PROXY header goes first on the backend connection, whole in one
- * write, before any byte of the client's: nothing was queued for the
- * backend before it connected. With late connect the client is already
- * on TLS on a STARTTLS listener, so the header can say so.
+ * The PROXY header goes first on the backend connection, whole, before
+ * any byte of the client's: nothing was queued for the backend before it
+ * connected. With late connect the client is already on TLS on a
+ * STARTTLS listener, so the header can say so.
  */
 static bool
 send_proxy_header(struct session *s)
 {
-	enum config_proxy_protocol v = s->listener->conf->proxy_protocol;
+	enum config_proxy_protocol v = conf_of(s)->proxy_protocol;
 	struct proxy_tls tls = {NULL, NULL, NULL};
 	uint8_t header[PROXY_HEADER_MAX];
-	struct side *b = &s->backend;
+	SSL *ssl = s->pump.client.ssl;
 	size_t len;
 
 	if (v == CONFIG_PROXY_OFF)
 		return true;
-	if (s->tls_up) {
-		tls.version = SSL_get_version(s->ssl);
-		tls.cipher = SSL_get_cipher_name(s->ssl);
-		tls.sni = SSL_get_servername(s->ssl, TLSEXT_NAMETYPE_host_name);
+	if (s->pump.client.tls_done) {
+		tls.version = SSL_get_version(ssl);
+		tls.cipher = SSL_get_cipher_name(ssl);
+		tls.sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
 	}
 	len = proxy_encode(v == CONFIG_PROXY_V1 ? PROXY_V1 : PROXY_V2,
 	    &s->client_addr.sa, &s->local_addr.sa, &tls, header);
-	if (buf_queue_append(&b->out, &s->worker->pool, (const char *)header,
-	        len) != 0) {
-		session_close(s, SESSION_END_NO_MEMORY, NULL);
-		return false;
-	}
-	relay_flush(b);
-	return s->state == SESSION_RELAY;
+	return send_to(s, &s->pump.backend, (const char *)header, len);
 }
 
 static void
 on_backend_connect(uv_connect_t *req, int status)
 {
 	struct session *s = req->data;
+	struct pump_side *b = &s->pump.backend;
 
 	free(req);
 	if (session_release(s))
 		return;
 	/* Cancelled: the handle was closed for the next address or for
 	 * the goodbye; whoever closed it carries on. */
-	if (status == UV_ECANCELED || !backend_pending(s))
+	if (status == UV_ECANCELED || s->state != SESSION_CONNECT)
 		return;
 	if (status < 0) {
 		connect_failed(s, status);
 		return;
 	}
-	if (s->backend.h.handle.type == UV_TCP)
-		(void)uv_tcp_nodelay(&s->backend.h.tcp, 1);
-	session_touch(s);
-	set_state(s, SESSION_RELAY);
+	if (b->h.handle.type == UV_TCP)
+		(void)uv_tcp_nodelay(&b->h.tcp, 1);
+	set_state(s, SESSION_GREETING);
 	if (!send_proxy_header(s))
 		return;
-	relay_start(s);
-}
-
-/* The backend handle was just initialised: the session owns it now. */
-static void
-adopt_backend_handle(struct session *s)
-{
-	s->backend.open = true;
-	s->backend.h.handle.data = &s->backend;
-	s->pending++;
+	pump_set_mode(b, PUMP_DELIVER);
+	pump_set_mode(&s->pump.client, PUMP_DELIVER);
 }
 
 /* A connect request is in flight and will call back. */
-static void
-connecting(struct session *s)
-{
-	s->pending++;
-	set_state(s, SESSION_CONNECT);
-}
-
-/* The request lives for its flight only: an idle session holds none. */
 static uv_connect_t *
 connect_req_new(struct session *s)
 {
@@ -475,57 +768,48 @@ connect_req_new(struct session *s)
 }
 
 static void
+connecting(struct session *s)
+{
+	s->pending++;
+	set_state(s, SESSION_CONNECT);
+}
+
+static void
 start_tcp_connect(struct session *s, const struct sockaddr *sa)
 {
-	struct side *b = &s->backend;
+	struct pump_side *b = &s->pump.backend;
 	uv_connect_t *req;
 	int r;
 
 	req = connect_req_new(s);
 	if (req == NULL)
 		return;
-	r = uv_tcp_init(&s->worker->loop, &b->h.tcp);
+	r = pump_side_open_tcp(b);
 	if (r < 0) {
 		free(req);
-		session_finish(s, PROTO_NOTICE_UNAVAILABLE,
+		session_finish(s, PROTO_REPLY_UNAVAILABLE,
 		    SESSION_END_BACKEND_UNREACHABLE, uv_strerror(r));
 		return;
 	}
-	adopt_backend_handle(s);
 	memcpy(&s->backend_addr, sa,
 	    sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
 	                                sizeof(struct sockaddr_in));
 	r = uv_tcp_connect(req, &b->h.tcp, sa, on_backend_connect);
 	if (r < 0) {
 		free(req);
+		/* The handle is open: a next address waits for its close. */
 		connect_failed(s, r);
 		return;
 	}
 	connecting(s);
 }
 
-static void
-on_retry_close(uv_handle_t *h)
-{
-	struct side *b = h->data;
-	struct session *s = b->session;
-	struct addrinfo *ai;
-
-	if (session_release(s) || !backend_pending(s))
-		return;
-	ai = s->next_addr;
-	s->next_addr = ai->ai_next;
-	start_tcp_connect(s, ai->ai_addr);
-}
-
-/* The previous address failed: close its handle, then try the next. */
+/* The previous address failed: close its handle, then try the next one
+ * (on_side_closed). */
 static void
 connect_next(struct session *s)
 {
-	struct side *b = &s->backend;
-
-	b->open = false;
-	uv_close(&b->h.handle, on_retry_close);
+	pump_side_close(&s->pump.backend);
 }
 
 static void
@@ -540,7 +824,7 @@ on_backend_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 	if (session_release(s) || s->state != SESSION_RESOLVE)
 		return;
 	if (status < 0) {
-		session_finish(s, PROTO_NOTICE_UNAVAILABLE,
+		session_finish(s, PROTO_REPLY_UNAVAILABLE,
 		    SESSION_END_BACKEND_UNREACHABLE, uv_strerror(status));
 		return;
 	}
@@ -552,15 +836,12 @@ on_backend_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 static void
 connect_backend(struct session *s)
 {
-	const struct config_backend *be = &s->listener->conf->backend;
-	struct side *b = &s->backend;
+	const struct config_backend *be = &conf_of(s)->backend;
+	struct pump_side *b = &s->pump.backend;
 	struct addrinfo hints;
 	uv_connect_t *req;
 	int r;
 
-	/* Nothing reaches the backend before it is connected; input that
-	 * came with the handshake waits in client.in. */
-	relay_read_stop(&s->client);
 	switch (be->kind) {
 	case CONFIG_BACKEND_ADDR:
 		start_tcp_connect(s, (const struct sockaddr *)&be->addr.sa);
@@ -569,13 +850,12 @@ connect_backend(struct session *s)
 		req = connect_req_new(s);
 		if (req == NULL)
 			return;
-		r = uv_pipe_init(&s->worker->loop, &b->h.pipe, 0);
+		r = pump_side_open_pipe(b);
 		if (r < 0) {
 			free(req);
 			connect_failed(s, r);
 			return;
 		}
-		adopt_backend_handle(s);
 		uv_pipe_connect(req, &b->h.pipe, be->path, on_backend_connect);
 		connecting(s);
 		return;
@@ -593,12 +873,12 @@ connect_backend(struct session *s)
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
-	r = uv_getaddrinfo(&s->worker->loop, s->resolve_req,
+	r = uv_getaddrinfo(s->host->pump.loop, s->resolve_req,
 	    on_backend_resolved, be->host, be->port, &hints);
 	if (r < 0) {
 		free(s->resolve_req);
 		s->resolve_req = NULL;
-		session_finish(s, PROTO_NOTICE_UNAVAILABLE,
+		session_finish(s, PROTO_REPLY_UNAVAILABLE,
 		    SESSION_END_BACKEND_UNREACHABLE, uv_strerror(r));
 		return;
 	}
@@ -606,83 +886,288 @@ connect_backend(struct session *s)
 	set_state(s, SESSION_RESOLVE);
 }
 
-void
-session_handshake(struct session *s)
-{
-	const char *why;
-	int r, err;
+/* ------------------------------------------------------------------ */
+/* The pump's callbacks. */
 
-	ERR_clear_error();
-	r = SSL_do_handshake(s->ssl);
-	relay_flush(&s->client);
+static struct session *
+session_of(void *owner)
+{
+	struct session *s = owner;
+
+	assert(s->magic == SESSION_MAGIC);
+	return s;
+}
+
+static void session_begin(struct session *s);
+
+/* The load balancer's PROXY header; once whole, the session starts as
+ * without one, with what followed it as the client's first bytes. */
+static void
+proxy_input(struct session *s)
+{
+	struct pump_side *c = &s->pump.client;
+	struct proxy_header h;
+	const char *why = NULL, *in;
+	enum proxy_status st;
+	size_t len;
+
+	in = pump_input(c, &len);
+	st = proxy_decode((const uint8_t *)in, len, &h, &why);
+	if (st == PROXY_NEED_MORE)
+		return;
+	if (st == PROXY_BAD) {
+		session_close(s, SESSION_END_PROXY_ERROR, why);
+		return;
+	}
+	pump_consume(c, h.len);
+	s->proxy_len = (uint16_t)h.len;
+	if (!h.local) {
+		memcpy(&s->client_addr, &h.src, sizeof(s->client_addr));
+		memcpy(&s->local_addr, &h.dst, sizeof(s->local_addr));
+	}
+	session_begin(s);
+}
+
+static void
+on_pump_input(void *owner, struct pump_side *x)
+{
+	struct session *s = session_of(owner);
+
+	(void)x;
+	switch (s->state) {
+	case SESSION_PROXY:
+		proxy_input(s);
+		break;
+	case SESSION_PLAIN:
+		plain_input(s);
+		break;
+	case SESSION_GREETING:
+	case SESSION_DIALOG:
+		dialog_input(s);
+		break;
+	case SESSION_HANDSHAKE:
+	case SESSION_RESOLVE:
+	case SESSION_CONNECT:
+	case SESSION_RELAY:
+	case SESSION_FLUSH:
+	case SESSION_CLOSING:
+	case SESSION_STATE_COUNT_:
+		break;
+	}
+}
+
+static void
+on_pump_handshake(void *owner, struct pump_side *x)
+{
+	struct session *s = session_of(owner);
+
+	(void)x;
 	if (s->state != SESSION_HANDSHAKE)
 		return;
-	if (r == 1) {
-		s->tls_up = true;
-		if (s->dialog != NULL)
-			dialog_tls_started(s->dialog);
-		connect_backend(s);
-		return;
-	}
-	err = SSL_get_error(s->ssl, r);
-	if (err == SSL_ERROR_WANT_READ && !s->tls_io.eof)
-		return;
-	if (s->tls_io.nomem) {
-		session_close(s, SESSION_END_NO_MEMORY, NULL);
-		return;
-	}
-	if (s->tls_io.eof) {
+	s->tls_ms = now_ms(s);
+	dialog_tls_started(s->dialog);
+	/* Late connect: only now does the backend hear of the client. */
+	connect_backend(s);
+}
+
+static void
+client_eof(struct session *s, const char *error)
+{
+	switch (s->state) {
+	case SESSION_PROXY:
+		if (s->pump.client.bytes_in > 0)
+			session_close(s, SESSION_END_PROXY_ERROR,
+			    "truncated PROXY protocol header");
+		else
+			session_close(s, SESSION_END_CLIENT_CLOSED, NULL);
+		break;
+	case SESSION_HANDSHAKE:
 		/* A port scan or a client that gave up: no error unless it
 		 * sent something first. */
 		session_close(s, SESSION_END_CLIENT_CLOSED,
-		    s->client.bytes_in == s->proxy_len ?
-		        NULL :
-		        tls_error_reason("unexpected eof while reading"));
-		return;
+		    s->pump.client.bytes_in == s->proxy_len ? NULL : error);
+		break;
+	case SESSION_RELAY:
+		set_end(s, SESSION_END_CLIENT_CLOSED, error);
+		arm_timer(s); /* the backend now has timeout_linger */
+		check_done(s);
+		break;
+	case SESSION_FLUSH:
+		check_done(s);
+		break;
+	case SESSION_PLAIN:
+	case SESSION_RESOLVE:
+	case SESSION_CONNECT:
+	case SESSION_GREETING:
+	case SESSION_DIALOG:
+	case SESSION_CLOSING:
+	case SESSION_STATE_COUNT_:
+		session_close(s, SESSION_END_CLIENT_CLOSED, error);
+		break;
 	}
-	why = tls_error_reason("handshake failed");
-	session_finish(s, -1, SESSION_END_TLS_ERROR,
-	    s->tls_io.refused != NULL ? s->tls_io.refused : why);
 }
+
+static void
+backend_eof(struct session *s)
+{
+	switch (s->state) {
+	case SESSION_RELAY:
+		set_end(s, SESSION_END_BACKEND_CLOSED, NULL);
+		arm_timer(s); /* the client now has timeout_linger */
+		check_done(s);
+		break;
+	case SESSION_GREETING:
+		session_finish(s, PROTO_REPLY_UNAVAILABLE,
+		    SESSION_END_BACKEND_CLOSED,
+		    "backend closed before greeting");
+		break;
+	case SESSION_DIALOG:
+		/* A command that will never be answered: say so. */
+		session_finish(s,
+		    s->wait == PROTO_WAIT_CLIENT ? NO_NOTICE :
+		                                   PROTO_REPLY_UNAVAILABLE,
+		    SESSION_END_BACKEND_CLOSED, NULL);
+		break;
+	case SESSION_PROXY:
+	case SESSION_PLAIN:
+	case SESSION_HANDSHAKE:
+	case SESSION_RESOLVE:
+	case SESSION_CONNECT:
+	case SESSION_FLUSH:
+	case SESSION_CLOSING:
+	case SESSION_STATE_COUNT_:
+		break;
+	}
+}
+
+static void
+on_pump_eof(void *owner, struct pump_side *x, const char *error)
+{
+	struct session *s = session_of(owner);
+
+	if (x == &s->pump.client)
+		client_eof(s, error);
+	else
+		backend_eof(s);
+}
+
+static void
+on_pump_drained(void *owner, struct pump_side *x)
+{
+	(void)x;
+	check_done(session_of(owner));
+}
+
+static void
+on_pump_fail(void *owner, struct pump_side *x, enum pump_error e,
+    const char *detail)
+{
+	struct session *s = session_of(owner);
+	bool client = x == &s->pump.client;
+
+	switch (e) {
+	case PUMP_ERR_LIMIT:
+		session_close(s, SESSION_END_LIMIT, detail);
+		break;
+	case PUMP_ERR_NOMEM:
+		session_close(s, SESSION_END_NO_MEMORY, NULL);
+		break;
+	case PUMP_ERR_TLS:
+		/* The alert OpenSSL queued still goes out. */
+		session_finish(s, NO_NOTICE, SESSION_END_TLS_ERROR, detail);
+		break;
+	case PUMP_ERR_SOCKET:
+		session_close(s,
+		    client ? SESSION_END_CLIENT_ERROR :
+		             SESSION_END_BACKEND_ERROR,
+		    detail);
+		break;
+	}
+}
+
+static void
+on_pump_side_closed(void *owner, struct pump_side *x)
+{
+	struct session *s = session_of(owner);
+	struct addrinfo *ai;
+
+	(void)x;
+	/* The next address, unless the session moved on meanwhile. */
+	if (!backend_pending(s) || s->next_addr == NULL)
+		return;
+	ai = s->next_addr;
+	s->next_addr = ai->ai_next;
+	start_tcp_connect(s, ai->ai_addr);
+}
+
+static void
+on_pump_released(void *owner)
+{
+	(void)session_release(session_of(owner));
+}
+
+static const struct pump_ops pump_ops = {
+    .input = on_pump_input,
+    .handshake = on_pump_handshake,
+    .eof = on_pump_eof,
+    .drained = on_pump_drained,
+    .fail = on_pump_fail,
+    .side_closed = on_pump_side_closed,
+    .released = on_pump_released,
+};
+
+/* ------------------------------------------------------------------ */
+/* Deadlines, when they fall. */
 
 static void
 on_timer(uv_timer_t *t)
 {
 	struct session *s = t->data;
-	uint64_t limit, idle;
+	uint64_t now = now_ms(s), due;
 
 	assert(s->magic == SESSION_MAGIC);
+	due = due_ms(s);
+	if (now < due) {
+		/* Activity moved it: re-armed lazily, as reads and writes
+		 * only stamp active_ms. */
+		arm_timer(s);
+		return;
+	}
 	switch (s->state) {
 	case SESSION_PLAIN:
-		session_finish(s, -1, SESSION_END_TIMEOUT, NULL);
+		session_finish(s, PROTO_REPLY_TIMEOUT, SESSION_END_TIMEOUT,
+		    optional(s) ? "client idle" :
+		                  "no TLS within "
+		                  "timeout_handshake");
 		break;
 	case SESSION_PROXY:
 	case SESSION_HANDSHAKE:
+	case SESSION_RELAY:
+	case SESSION_FLUSH:
 		session_close(s, SESSION_END_TIMEOUT, NULL);
 		break;
 	case SESSION_RESOLVE:
-		session_finish(s, PROTO_NOTICE_UNAVAILABLE,
+		session_finish(s, PROTO_REPLY_UNAVAILABLE,
 		    SESSION_END_BACKEND_UNREACHABLE, uv_strerror(UV_ETIMEDOUT));
 		break;
 	case SESSION_CONNECT:
-		/* Each address gets the whole timeout_connect, as nginx's
-		 * proxy_connect_timeout per upstream try. */
 		connect_failed(s, UV_ETIMEDOUT);
 		break;
-	case SESSION_RELAY:
-		/* Re-armed lazily: reads and writes only stamp active_ms. */
-		limit = s->listener->conf->timeout_idle_ms;
-		if ((s->client.eof || s->backend.eof) &&
-		    limit > s->listener->conf->timeout_linger_ms)
-			limit = s->listener->conf->timeout_linger_ms;
-		idle = uv_now(&s->worker->loop) - s->active_ms;
-		if (idle >= limit)
-			session_close(s, SESSION_END_TIMEOUT, NULL);
+	case SESSION_GREETING:
+	case SESSION_DIALOG:
+		if (now >= login_due(s))
+			session_finish(s, PROTO_REPLY_TIMEOUT,
+			    SESSION_END_TIMEOUT,
+			    "no login within timeout_login");
+		else if (s->wait == PROTO_WAIT_CLIENT)
+			session_finish(s, PROTO_REPLY_TIMEOUT,
+			    SESSION_END_TIMEOUT, "client idle");
 		else
-			(void)uv_timer_start(t, on_timer, limit - idle, 0);
-		break;
-	case SESSION_FLUSH:
-		session_close(s, SESSION_END_TIMEOUT, NULL);
+			session_finish(s, PROTO_REPLY_UNAVAILABLE,
+			    SESSION_END_TIMEOUT,
+			    s->state == SESSION_GREETING ?
+			        "no greeting from the backend" :
+			        "no reply from the backend");
 		break;
 	case SESSION_CLOSING:
 	case SESSION_STATE_COUNT_:
@@ -690,18 +1175,8 @@ on_timer(uv_timer_t *t)
 	}
 }
 
-void
-session_linger(struct session *s)
-{
-	const struct config_listener *conf = s->listener->conf;
-
-	if (s->state == SESSION_RELAY &&
-	    conf->timeout_idle_ms > conf->timeout_linger_ms)
-		(void)uv_timer_start(&s->timer, on_timer,
-		    conf->timeout_linger_ms, 0);
-}
-
-static void session_begin(struct session *s);
+/* ------------------------------------------------------------------ */
+/* Accepting. */
 
 /*
  * Past the session limit a client of a plaintext greeting gets the
@@ -714,23 +1189,28 @@ static void session_begin(struct session *s);
 static void
 say_busy(struct session *s)
 {
+	struct proto_reply_args a = {s->listener->server_name, NULL, NULL, 0,
+	    NULL};
+	struct pump_side *c = &s->pump.client;
 	char line[512];
 	uv_buf_t b;
 	int len, r;
 
-	len = proto_notice_line(s->listener->conf->protocol, PROTO_NOTICE_BUSY,
-	    s->listener->server_name, line, sizeof(line));
+	len = proto_reply_format(conf_of(s)->protocol, PROTO_REPLY_BUSY, &a,
+	    line, sizeof(line));
 	if (len <= 0)
 		return;
 	b = uv_buf_init(line, (unsigned)len);
-	r = uv_try_write(&s->client.h.stream, &b, 1);
+	r = uv_try_write(&c->h.stream, &b, 1);
 	if (r > 0)
-		s->client.bytes_out += (uint64_t)r;
+		c->bytes_out += (uint64_t)r;
 }
 
 void
-session_accept(struct worker *w, struct worker_listener *l, uv_stream_t *server)
+session_accept(struct session_host *h, const struct session_listener *l,
+    uv_stream_t *server)
 {
+	struct pump_side *c;
 	struct session *s;
 	int len, r;
 
@@ -741,27 +1221,29 @@ session_accept(struct worker *w, struct worker_listener *l, uv_stream_t *server)
 		return;
 	}
 	s->magic = SESSION_MAGIC;
-	s->worker = w;
+	s->host = h;
 	s->listener = l;
-	s->seq = ++w->next_seq;
-	s->last_to_client = '\n';
-	s->state = SESSION_HANDSHAKE;
-	s->end_state = SESSION_HANDSHAKE;
-	relay_side_init(s, &s->client, &s->backend);
-	relay_side_init(s, &s->backend, &s->client);
-	s->timer.data = s;
-	s->started_ms = s->active_ms = uv_now(&w->loop);
+	s->seq = ++h->next_seq;
+	s->state = s->end_state = SESSION_HANDSHAKE;
+	s->state_ms = uv_now(h->pump.loop);
 	s->started_hr = uv_hrtime();
-	worker_session_add(w, s);
-
+	s->next = h->sessions;
+	if (h->sessions != NULL)
+		h->sessions->prev = s;
+	h->sessions = s;
+	h->count++;
+	if (h->process_sessions != NULL)
+		atomic_fetch_add(h->process_sessions, 1);
+	pump_init(&s->pump, &h->pump, &pump_ops, s);
+	c = &s->pump.client;
+	s->pending++; /* the pump, until it has released */
 	/* Both inits on a valid loop cannot fail (libuv unix). */
-	(void)uv_timer_init(&w->loop, &s->timer);
+	(void)uv_timer_init(h->pump.loop, &s->timer);
+	s->timer.data = s;
 	s->pending++;
-	(void)uv_tcp_init(&w->loop, &s->client.h.tcp);
-	s->client.open = true;
-	s->pending++;
+	(void)pump_side_open_tcp(c);
 
-	r = uv_accept(server, &s->client.h.stream);
+	r = uv_accept(server, &c->h.stream);
 	if (r < 0) {
 		/* Nothing was accepted: no connection, nothing to log. */
 		s->quiet = true;
@@ -769,12 +1251,12 @@ session_accept(struct worker *w, struct worker_listener *l, uv_stream_t *server)
 		return;
 	}
 	len = sizeof(s->client_addr);
-	(void)uv_tcp_getpeername(&s->client.h.tcp, &s->client_addr.sa, &len);
+	(void)uv_tcp_getpeername(&c->h.tcp, &s->client_addr.sa, &len);
 	len = sizeof(s->local_addr);
-	(void)uv_tcp_getsockname(&s->client.h.tcp, &s->local_addr.sa, &len);
-	(void)uv_tcp_nodelay(&s->client.h.tcp, 1);
-	if (w->process_sessions != NULL &&
-	    atomic_load(w->process_sessions) > w->session_max) {
+	(void)uv_tcp_getsockname(&c->h.tcp, &s->local_addr.sa, &len);
+	(void)uv_tcp_nodelay(&c->h.tcp, 1);
+	if (h->process_sessions != NULL &&
+	    atomic_load(h->process_sessions) > h->max) {
 		if (l->conf->tls == CONFIG_TLS_STARTTLS &&
 		    !l->conf->accept_proxy)
 			say_busy(s);
@@ -793,33 +1275,8 @@ session_accept(struct worker *w, struct worker_listener *l, uv_stream_t *server)
 			    "address not in trusted_proxies");
 			return;
 		}
-		(void)relay_read_start(&s->client);
+		pump_set_mode(c, PUMP_DELIVER);
 		return;
-	}
-	session_begin(s);
-}
-
-void
-session_proxy_header(struct session *s)
-{
-	struct buf_chunk *in = s->client.in;
-	struct proxy_header h;
-	const char *why = NULL;
-	enum proxy_status st;
-
-	st = proxy_decode((const uint8_t *)in->data + in->start,
-	    buf_chunk_len(in), &h, &why);
-	if (st == PROXY_NEED_MORE)
-		return;
-	if (st == PROXY_BAD) {
-		session_close(s, SESSION_END_PROXY_ERROR, why);
-		return;
-	}
-	in->start += h.len;
-	s->proxy_len = (uint16_t)h.len;
-	if (!h.local) {
-		memcpy(&s->client_addr, &h.src, sizeof(s->client_addr));
-		memcpy(&s->local_addr, &h.dst, sizeof(s->local_addr));
 	}
 	session_begin(s);
 }
@@ -828,80 +1285,62 @@ session_proxy_header(struct session *s)
 static void
 session_begin(struct session *s)
 {
-	struct worker *w = s->worker;
-	struct worker_listener *l = s->listener;
+	const struct session_listener *l = s->listener;
+	struct pump_side *c = &s->pump.client;
+	struct proto_out out;
 
-	if (w->cfg->log_connect)
+	if (s->host->cfg->log_connect)
 		write_log(s, "connect");
-
-	s->tls_io.in = &s->client.in;
-	s->tls_io.out = &s->client.out;
-	s->tls_io.pool = &w->pool;
-	relay_sink_init(s);
-	s->dialog = dialog_new(&l->dialog);
+	s->dialog = dialog_new(&l->params);
 	if (s->dialog == NULL) {
 		session_close(s, SESSION_END_NO_MEMORY, NULL);
 		return;
 	}
 	if (l->conf->tls == CONFIG_TLS_STARTTLS) {
-		/* Late connect: mailproxy alone until the handshake. */
+		/* Late connect: mailproxy alone until the handshake, which
+		 * on starttls = required must end by this deadline. */
+		if (!optional(s))
+			s->deadline_ms =
+			    now_ms(s) + l->conf->timeout_handshake_ms;
 		set_state(s, SESSION_PLAIN);
-		dialog_start(s->dialog, &s->sink);
-		relay_flush(&s->client);
-		if (s->state == SESSION_PLAIN)
-			(void)relay_read_start(&s->client);
+		dialog_greet(s->dialog, &out);
+		if (!send_to(s, c, out.to_client, out.to_client_len))
+			return;
+		pump_set_mode(c, PUMP_DELIVER);
 		return;
 	}
-	s->ssl = tls_ssl_new(l->ctx, &s->tls_io);
-	if (s->ssl == NULL) {
+	if (pump_start_tls(c, l->ctx) != 0) {
 		session_close(s, SESSION_END_NO_MEMORY, NULL);
 		return;
 	}
-	set_state(s, SESSION_HANDSHAKE);
-	(void)relay_read_start(&s->client);
-}
-
-void
-session_plain_activity(struct session *s)
-{
-	if (s->state == SESSION_PLAIN)
-		set_state(s, SESSION_PLAIN);
-}
-
-void
-session_starttls(struct session *s, size_t discarded, bool client_hello)
-{
-	dialog_stats(s->dialog)->discarded += discarded;
-	if (client_hello) {
-		/* Dropped with the rest, the handshake could only time out. */
-		session_finish(s, -1, SESSION_END_PROTOCOL_ERROR,
-		    "TLS data sent before the STARTTLS reply");
-		return;
-	}
-	s->ssl = tls_ssl_new(s->listener->ctx, &s->tls_io);
-	if (s->ssl == NULL) {
-		session_close(s, SESSION_END_NO_MEMORY, NULL);
-		return;
-	}
+	s->deadline_ms = now_ms(s) + l->conf->timeout_handshake_ms;
 	set_state(s, SESSION_HANDSHAKE);
 }
 
+/* ------------------------------------------------------------------ */
+/* The host. */
+
 void
-session_connect_plain(struct session *s)
+session_host_init(struct session_host *h, uv_loop_t *loop,
+    const struct config *cfg, unsigned index, size_t pool_free_max,
+    void (*freed)(struct session_host *h))
 {
-	connect_backend(s);
+	memset(h, 0, sizeof(*h));
+	pump_host_init(&h->pump, loop, pool_free_max);
+	h->cfg = cfg;
+	h->index = index;
+	h->freed = freed;
 }
 
 void
-session_dialog_closed(struct session *s)
+session_host_close(struct session_host *h)
 {
-	static const enum session_end ends[] = {
-	    [DIALOG_END_NONE] = SESSION_END_CLIENT_CLOSED,
-	    [DIALOG_END_QUIT] = SESSION_END_CLIENT_CLOSED,
-	    [DIALOG_END_PROTOCOL] = SESSION_END_PROTOCOL_ERROR,
-	    [DIALOG_END_BACKEND] = SESSION_END_BACKEND_ERROR,
-	};
+	assert(h->count == 0);
+	pump_host_close(&h->pump);
+}
 
-	session_finish(s, -1, ends[dialog_end(s->dialog)],
-	    dialog_error(s->dialog));
+void
+session_host_destroy(struct session_host *h)
+{
+	pump_host_destroy(&h->pump);
 }

@@ -35,10 +35,8 @@ chunk_write(BIO *b, const char *data, int len)
 	BIO_clear_retry_flags(b);
 	if (len <= 0)
 		return 0;
-	if (buf_queue_append(io->out, io->pool, data, (size_t)len) != 0) {
-		io->nomem = true;
+	if (io->write(io->ctx, data, (size_t)len) != 0)
 		return -1;
-	}
 	return len;
 }
 

@@ -24,6 +24,14 @@
 /* Fewer sessions than this never make the heap worth trimming. */
 #define TRIM_MIN_PEAK 1024
 
+/* Counts the peak on every accept: cheap, and only accepts raise it. */
+static void
+note_peak(struct worker *w)
+{
+	if (w->sessions.count > w->session_peak)
+		w->session_peak = w->sessions.count;
+}
+
 static void
 on_connection(uv_stream_t *server, int status)
 {
@@ -31,13 +39,14 @@ on_connection(uv_stream_t *server, int status)
 	struct worker *w = l->worker;
 
 	assert(w->magic == WORKER_MAGIC);
-	w->io_events++;
+	w->sessions.pump.reads++;
 	if (status < 0) {
-		log_warnx("listener %s: accept failed: %s", l->conf->name,
-		    uv_strerror(status));
+		log_warnx("listener %s: accept failed: %s",
+		    l->session.conf->name, uv_strerror(status));
 		return;
 	}
-	session_accept(w, l, server);
+	session_accept(&w->sessions, &l->session, server);
+	note_peak(w);
 }
 
 static void
@@ -56,7 +65,7 @@ on_quiet_close(uv_handle_t *h)
 static void
 maybe_finish(struct worker *w)
 {
-	if (!w->draining || w->session_count > 0 || w->finishing)
+	if (!w->draining || w->sessions.count > 0 || w->finishing)
 		return;
 	w->finishing = true;
 	uv_mutex_lock(&w->wakeup_lock);
@@ -64,8 +73,7 @@ maybe_finish(struct worker *w)
 	uv_close((uv_handle_t *)&w->wakeup, on_quiet_close);
 	uv_mutex_unlock(&w->wakeup_lock);
 	uv_close((uv_handle_t *)&w->drain_timer, on_quiet_close);
-	uv_close((uv_handle_t *)&w->flush_check, on_quiet_close);
-	uv_close((uv_handle_t *)&w->flush_idle, on_quiet_close);
+	session_host_close(&w->sessions);
 }
 
 static void
@@ -74,7 +82,7 @@ shutdown_sessions(struct worker *w)
 	struct session *s, *next;
 
 	/* session_shutdown never frees synchronously: next stays valid. */
-	for (s = w->sessions; s != NULL; s = next) {
+	for (s = w->sessions.sessions; s != NULL; s = next) {
 		next = s->next;
 		session_shutdown(s);
 	}
@@ -85,9 +93,9 @@ on_drain_timer(uv_timer_t *t)
 {
 	struct worker *w = t->data;
 
-	if (w->session_count > 0)
+	if (w->sessions.count > 0)
 		log_info("worker %u: drain timeout, ending %zu sessions",
-		    w->index, w->session_count);
+		    w->index, w->sessions.count);
 	shutdown_sessions(w);
 }
 
@@ -124,42 +132,22 @@ on_wakeup(uv_async_t *a)
 	maybe_finish(w);
 }
 
-void
-worker_session_add(struct worker *w, struct session *s)
+/* A session of w's was freed. */
+static void
+on_session_freed(struct session_host *h)
 {
-	s->prev = NULL;
-	s->next = w->sessions;
-	if (w->sessions != NULL)
-		w->sessions->prev = s;
-	w->sessions = s;
-	w->session_count++;
-	if (w->process_sessions != NULL)
-		atomic_fetch_add(w->process_sessions, 1);
-	if (w->session_count > w->session_peak)
-		w->session_peak = w->session_count;
-}
+	struct worker *w =
+	    (struct worker *)((char *)h - offsetof(struct worker, sessions));
 
-void
-worker_session_remove(struct worker *w, struct session *s)
-{
-	if (s->prev != NULL)
-		s->prev->next = s->next;
-	else
-		w->sessions = s->next;
-	if (s->next != NULL)
-		s->next->prev = s->prev;
-	s->prev = s->next = NULL;
-	w->session_count--;
-	if (w->process_sessions != NULL)
-		atomic_fetch_sub(w->process_sessions, 1);
+	assert(w->magic == WORKER_MAGIC);
 	/* glibc keeps the pages of freed sessions in the worker's arena:
 	 * after 9,500 idle sessions closed, RSS stayed at 215 MB with 1 MB in
 	 * use. Once the sessions have halved since the peak, give the free
 	 * pages back; rare, and cheap next to that many closes. */
 	if (w->session_peak >= TRIM_MIN_PEAK &&
-	    w->session_count <= w->session_peak / 2) {
+	    h->count <= w->session_peak / 2) {
 		(void)malloc_trim(0);
-		w->session_peak = w->session_count;
+		w->session_peak = h->count;
 	}
 	maybe_finish(w);
 }
@@ -177,14 +165,15 @@ open_listeners(struct worker *w, SSL_CTX *const *ctxs, const int *fds,
 		struct worker_listener *l = &w->listeners[i];
 
 		l->worker = w;
-		l->conf = conf;
-		l->ctx = ctxs[i];
-		l->server_name = config_listener_server_name(cfg, conf);
-		l->dialog.protocol = conf->protocol;
-		l->dialog.starttls = conf->tls == CONFIG_TLS_STARTTLS;
-		l->dialog.optional = conf->starttls == CONFIG_STARTTLS_OPTIONAL;
-		l->dialog.server_name = l->server_name;
-		l->dialog.greeting = conf->greeting;
+		l->session.conf = conf;
+		l->session.ctx = ctxs[i];
+		l->session.server_name = config_listener_server_name(cfg, conf);
+		l->session.params.protocol = conf->protocol;
+		l->session.params.starttls = conf->tls == CONFIG_TLS_STARTTLS;
+		l->session.params.optional =
+		    conf->starttls == CONFIG_STARTTLS_OPTIONAL;
+		l->session.params.server_name = l->session.server_name;
+		l->session.params.greeting = conf->greeting;
 		l->sockets = calloc(conf->listen_count, sizeof(*l->sockets));
 		if (l->sockets == NULL)
 			return UV_ENOMEM;
@@ -218,7 +207,7 @@ worker_destroy(struct worker *w)
 	for (i = 0; i < w->listener_count; i++)
 		free(w->listeners[i].sockets);
 	free(w->listeners);
-	buf_pool_destroy(&w->pool);
+	session_host_destroy(&w->sessions);
 	uv_mutex_destroy(&w->wakeup_lock);
 	config_unref(w->cfg);
 	w->magic = 0;
@@ -258,17 +247,14 @@ worker_create(unsigned index, struct config *cfg, SSL_CTX *const *ctxs,
 	w->done = done;
 	atomic_init(&w->command, WORKER_RUN);
 	atomic_init(&w->finished, false);
-	buf_pool_init(&w->pool, POOL_FREE_MAX);
+	session_host_init(&w->sessions, &w->loop, cfg, index, POOL_FREE_MAX,
+	    on_session_freed);
 	(void)uv_mutex_init(&w->wakeup_lock);
 	w->loop.data = w;
 	(void)uv_async_init(&w->loop, &w->wakeup, on_wakeup);
 	w->wakeup.data = w;
 	(void)uv_timer_init(&w->loop, &w->drain_timer);
 	w->drain_timer.data = w;
-	(void)uv_check_init(&w->loop, &w->flush_check);
-	w->flush_check.data = w;
-	(void)uv_idle_init(&w->loop, &w->flush_idle);
-	w->flush_idle.data = w;
 	w->listeners = calloc(cfg->listener_count, sizeof(*w->listeners));
 	if (w->listeners == NULL) {
 		abandon(w);
@@ -309,19 +295,19 @@ run_loop(struct worker *w)
 	}
 	last = uv_hrtime();
 	for (;;) {
-		seen = w->io_events;
+		seen = w->sessions.pump.reads;
 		if (uv_run(&w->loop, UV_RUN_NOWAIT) == 0)
 			return;
 		now = uv_hrtime();
-		if (w->io_events != seen)
+		if (w->sessions.pump.reads != seen)
 			last = now;
 		else if (now - last >= budget) {
 			/* Only I/O starts a new spell: a timer or a wakeup
 			 * that ends the sleep lets it go straight back. */
-			seen = w->io_events;
+			seen = w->sessions.pump.reads;
 			if (uv_run(&w->loop, UV_RUN_ONCE) == 0)
 				return;
-			if (w->io_events != seen)
+			if (w->sessions.pump.reads != seen)
 				last = uv_hrtime();
 		}
 	}

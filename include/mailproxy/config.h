@@ -139,6 +139,11 @@ struct config_listener {
 	uint64_t timeout_idle_ms;
 	uint64_t timeout_linger_ms; /* idle limit once one side is done */
 	uint64_t timeout_proxy_ms;  /* for a load balancer's PROXY header */
+	/* Before authentication: the backend's greeting and each reply. */
+	uint64_t timeout_backend_ms;
+	/* From the end of the handshake to authentication (not on
+	 * starttls = optional listeners). */
+	uint64_t timeout_login_ms;
 	enum config_proxy_protocol proxy_protocol;
 	bool accept_proxy; /* a PROXY header comes first from the client */
 	struct config_cidr *trusted_proxies;
@@ -159,6 +164,8 @@ struct config {
 	char *server_name;
 	uint64_t timeout_handshake_ms;
 	uint64_t timeout_connect_ms;
+	uint64_t timeout_backend_ms;
+	uint64_t timeout_login_ms;
 	uint64_t drain_timeout_ms;
 	uint64_t busy_poll_ms; /* 0: workers sleep in epoll_wait as usual */
 	uint64_t set;

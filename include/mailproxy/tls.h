@@ -1,12 +1,12 @@
 /*
  * TLS: building an SSL_CTX per listener from the configuration, and the
- * BIO that connects an SSL object to a session's chunk queues instead of a
+ * BIO that connects an SSL object to its owner's buffers instead of a
  * socket (STYLE.md §7.7: TLS never touches a socket; libuv owns it).
  *
- * Ciphertext the session read from the client sits in a chunk the BIO
- * reads from; everything OpenSSL writes is appended to the session's
- * outgoing queue. Nothing is buffered inside the BIO, so with
- * SSL_MODE_RELEASE_BUFFERS an idle session holds no TLS buffer.
+ * Ciphertext the owner read sits in a chunk the BIO reads from;
+ * everything OpenSSL writes goes to the owner's write callback (the pump
+ * queues it, within its budget). Nothing is buffered inside the BIO, so
+ * with SSL_MODE_RELEASE_BUFFERS an idle session holds no TLS buffer.
  */
 #ifndef MAILPROXY_TLS_H
 #define MAILPROXY_TLS_H
@@ -19,14 +19,15 @@
 #include "mailproxy/buf.h"
 #include "mailproxy/config.h"
 
-/* Where one SSL object reads and writes ciphertext; owned by the session. */
+/* Where one SSL object reads and writes ciphertext; owned by its user. */
 struct tls_io {
 	struct buf_chunk **in; /* ciphertext to feed OpenSSL; may be NULL */
-	struct buf_queue *out; /* ciphertext OpenSSL produced */
-	struct buf_pool *pool; /* chunks for out */
-	bool eof;              /* the peer closed: reads end, not retry */
-	bool nomem;            /* a write could not be queued */
-	const char *refused;   /* why a callback failed the handshake */
+	/* Takes n bytes of ciphertext OpenSSL wrote; 0, or negative when
+	 * they cannot be kept (then OpenSSL's call fails). */
+	int (*write)(void *ctx, const char *p, size_t n);
+	void *ctx;
+	bool eof;            /* the peer closed: reads end, not retry */
+	const char *refused; /* why a callback failed the handshake */
 };
 
 /* Once per process, before any other call. Returns 0 or ERROR_NOMEM. */

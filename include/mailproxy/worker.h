@@ -1,9 +1,10 @@
 /*
  * A worker: one thread running one uv_loop_t with its own listening
- * sockets (SO_REUSEPORT, so the kernel spreads connections), its own chunk
- * pool and its own sessions. Workers share only immutable things: the
- * configuration snapshot and the SSL_CTXs (DESIGN.md §2). The main thread
- * talks to a worker through one atomic command and uv_async_send.
+ * sockets (SO_REUSEPORT, so the kernel spreads connections) and its own
+ * sessions, with their chunk pool (struct session_host). Workers share only
+ * immutable things: the configuration snapshot and the SSL_CTXs (DESIGN.md §2).
+ * The main thread talks to a worker through one atomic command and
+ * uv_async_send.
  */
 #ifndef MAILPROXY_WORKER_H
 #define MAILPROXY_WORKER_H
@@ -16,11 +17,9 @@
 #include <openssl/ssl.h>
 #include <uv.h>
 
-#include "mailproxy/buf.h"
 #include "mailproxy/config.h"
-#include "mailproxy/dialog.h"
+#include "mailproxy/session.h"
 
-struct session;
 struct worker;
 
 #define WORKER_MAGIC 0x3023c3e1u
@@ -28,11 +27,8 @@ struct worker;
 /* One [listener] as a worker runs it. */
 struct worker_listener {
 	struct worker *worker;
-	const struct config_listener *conf;
-	SSL_CTX *ctx;            /* shared, one reference held by main */
-	const char *server_name; /* for SMTP replies */
-	struct dialog_params dialog;
-	size_t socket_count; /* one per listen address */
+	struct session_listener session; /* what its sessions see */
+	size_t socket_count;             /* one per listen address */
 	uv_tcp_t *sockets;
 };
 
@@ -51,11 +47,6 @@ struct worker {
 	uv_mutex_t wakeup_lock; /* wakeup is not sent while it closes */
 	bool wakeup_closed;     /* under wakeup_lock */
 	uv_timer_t drain_timer;
-	/* Sides whose output waits for the end of this loop iteration, so
-	 * the records of several reads leave in one writev (relay.c). */
-	uv_check_t flush_check;
-	uv_idle_t flush_idle; /* active while the list is not empty */
-	struct side *flush_head;
 	atomic_int command;
 	atomic_bool finished; /* the loop has ended */
 	bool started;         /* the thread runs: worker_free joins it */
@@ -64,18 +55,11 @@ struct worker {
 	struct config *cfg;
 	struct worker_listener *listeners;
 	size_t listener_count;
-	struct buf_pool pool;
-	struct session *sessions; /* every live session, for shutdown */
-	size_t session_count;
-	/* The process's sessions, all workers', counted on accept and free
-	 * only (never on the data path); past session_max a new one is
-	 * closed at once: end=limit. NULL: no limit. */
-	atomic_size_t *process_sessions;
-	size_t session_max;
+	/* Its sessions, their chunk pool and write list, the process-wide
+	 * session count and limit (set by main before the start). */
+	struct session_host sessions;
 	size_t session_peak; /* most sessions since the heap was last trimmed */
-	uint64_t next_seq;
-	uint64_t io_events; /* reads and accepts, for busy_poll */
-	uv_async_t *done;   /* main's handle: signalled when the loop ends */
+	uv_async_t *done;    /* main's handle: signalled when the loop ends */
 };
 
 /*
@@ -98,9 +82,5 @@ void worker_stop(struct worker *w, bool now);
 /* Waits for the thread to end (a worker never started is just closed)
  * and frees the worker. NULL is fine. */
 void worker_free(struct worker *w);
-
-/* For session.c: keeps the worker's list of sessions. */
-void worker_session_add(struct worker *w, struct session *s);
-void worker_session_remove(struct worker *w, struct session *s);
 
 #endif

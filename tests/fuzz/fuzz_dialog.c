@@ -11,12 +11,12 @@
  *   records   a header byte, bit 7 the direction (0 client, 1 backend),
  *             bits 0-6 the length n, then n bytes (fewer at the end)
  *
- * The driver plays the session: after DIALOG_STARTTLS the rest of the
+ * The driver plays the session: after PROTO_STARTTLS the rest of the
  * record is discarded and the handshake completes before the next record
  * (at the start on implicit listeners), the backend is connected then or
- * on DIALOG_CONNECT (backend bytes before are dropped), unconsumed bytes
- * are offered again with more appended, and after DIALOG_OPAQUE or
- * DIALOG_CLOSE the dialogue is freed. Each script runs twice, client
+ * on PROTO_CONNECT (backend bytes before are dropped), unconsumed bytes
+ * are offered again with more appended, and after PROTO_OPAQUE or
+ * PROTO_CLOSE the dialogue is no longer called. Each script runs twice, client
  * records whole and byte by byte, and both runs must give the same bytes
  * to each side and the same events. Backend records go in a line at a
  * time in the first run: backend lines that arrive while a client command
@@ -25,10 +25,10 @@
  * where the read ended), and the oracle must not report it. Besides the
  * sanitizers it checks the contract and aborts when it is broken: a call
  * consumes at most what it was given and always sets an event, client input is
- * not used while dialog_waiting(), nothing reaches the backend before it is
- * connected, the last plaintext bytes before TLS are the STARTTLS reply
- * (research/protocols.md §14 E45), CONNECT comes at most once and never
- * with a backend, and no call loops without progress.
+ * not used while dialog_wait() says the backend's turn, nothing reaches the
+ * backend before it is connected, the last plaintext bytes before TLS are the
+ * STARTTLS reply (research/protocols.md §14 E45), CONNECT comes at most once
+ * and never with a backend, and no call loops without progress.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -56,18 +56,25 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+enum phase {
+	PLAIN,     /* before TLS: dialog_plain() */
+	HANDSHAKE, /* after PROTO_STARTTLS, until the next record */
+	GREETING,  /* dialog_greeting() */
+	DIALOG,    /* dialog_client() and dialog_backend() */
+	DONE,      /* after PROTO_OPAQUE or PROTO_CLOSE */
+};
+
 /* One run of a script: the session's part, and what came out. */
 struct fuzz {
-	struct dialog_params params;
+	struct proto_params params;
 	struct dialog *d;
-	struct dialog_sink sink;
+	struct proto_out out;
 	struct bytes cin, bin;        /* unconsumed input */
 	struct bytes client, backend; /* what each side got */
 	struct bytes events;          /* S C O X, and T for the handshake */
+	enum phase phase;
 	bool backend_up;
 	bool connected_once;
-	bool handshake; /* after DIALOG_STARTTLS, until the next record */
-	bool done;
 };
 
 static void
@@ -76,23 +83,18 @@ event(struct fuzz *f, char e)
 	bytes_add(&f->events, &e, 1);
 }
 
+/* Moves what one step wrote, as the session does. */
 static void
-on_to_client(void *ctx, const char *p, size_t n)
+deliver(struct fuzz *f, const struct proto_out *o)
 {
-	struct fuzz *f = ctx;
-
-	CHECK(!f->done && !f->handshake);
-	bytes_add(&f->client, p, n);
-}
-
-static void
-on_to_backend(void *ctx, const char *p, size_t n)
-{
-	struct fuzz *f = ctx;
-
-	CHECK(!f->done && !f->handshake);
-	CHECK(f->backend_up);
-	bytes_add(&f->backend, p, n);
+	CHECK(o->to_client_len == 0 || o->to_client != NULL);
+	CHECK(o->to_backend_len == 0 || o->to_backend != NULL);
+	CHECK(o->text_len <= sizeof(o->text));
+	bytes_add(&f->client, o->to_client, o->to_client_len);
+	if (o->to_backend_len > 0) {
+		CHECK(f->backend_up);
+		bytes_add(&f->backend, o->to_backend, o->to_backend_len);
+	}
 }
 
 static bool
@@ -108,21 +110,9 @@ static void
 tls_up(struct fuzz *f)
 {
 	event(f, 'T');
-	f->handshake = false;
 	dialog_tls_started(f->d);
 	f->backend_up = true;
-}
-
-static void
-finish(struct fuzz *f)
-{
-	enum dialog_end end = dialog_end(f->d);
-
-	if (end == DIALOG_END_PROTOCOL || end == DIALOG_END_BACKEND)
-		CHECK(dialog_error(f->d) != NULL);
-	dialog_free(f->d);
-	f->d = NULL;
-	f->done = true;
+	f->phase = GREETING;
 }
 
 /* Offers one side's unconsumed bytes once; whether anything happened. */
@@ -130,26 +120,48 @@ static bool
 offer(struct fuzz *f, bool from_client)
 {
 	struct bytes *in = from_client ? &f->cin : &f->bin;
-	enum dialog_event ev = (enum dialog_event)0x5a5a;
-	size_t c0 = f->client.len, b0 = f->backend.len, n;
-	bool waiting;
+	struct proto_out *o = &f->out;
+	bool waiting = false;
+	size_t n;
 
-	if (in->len == 0 || (!from_client && !f->backend_up))
+	if (in->len == 0)
 		return false;
-	waiting = dialog_waiting(f->d);
-	if (from_client)
-		n = dialog_client(f->d, in->p, in->len, &f->sink, &ev);
-	else
-		n = dialog_backend(f->d, in->p, in->len, &f->sink, &ev);
+	memset(o, 0x5a, offsetof(struct proto_out, text));
+	switch (f->phase) {
+	case PLAIN:
+		if (!from_client)
+			return false;
+		n = dialog_plain(f->d, in->p, in->len, o);
+		break;
+	case GREETING:
+		if (from_client)
+			return false; /* commands wait for the greeting */
+		n = dialog_greeting(f->d, in->p, in->len, o);
+		break;
+	case DIALOG:
+		if (from_client) {
+			waiting = dialog_wait(f->d) != PROTO_WAIT_CLIENT;
+			n = dialog_client(f->d, in->p, in->len, o);
+		} else {
+			n = dialog_backend(f->d, in->p, in->len, o);
+		}
+		break;
+	case HANDSHAKE:
+	case DONE:
+	default:
+		return false;
+	}
 	CHECK(n <= in->len);
-	if (from_client && waiting)
-		CHECK(n == 0 && f->client.len == c0 && f->backend.len == b0);
+	if (waiting)
+		CHECK(
+		    n == 0 && o->to_client_len == 0 && o->to_backend_len == 0);
+	deliver(f, o);
 	bytes_drop(in, n);
-	switch (ev) {
-	case DIALOG_CONTINUE:
+	switch (o->event) {
+	case PROTO_CONTINUE:
 		return n > 0;
-	case DIALOG_STARTTLS:
-		CHECK(from_client);
+	case PROTO_STARTTLS:
+		CHECK(from_client && f->phase == PLAIN);
 		/* research/protocols.md §14 E45: nothing after the reply. */
 		CHECK(client_ends_with(f,
 		    FUZZ_PROTOCOL == PROTO_IMAP ?
@@ -162,22 +174,30 @@ offer(struct fuzz *f, bool from_client)
 		 * completes before the next one. */
 		dialog_stats(f->d)->discarded += f->cin.len;
 		f->cin.len = 0;
-		f->handshake = true;
+		f->phase = HANDSHAKE;
 		return true;
-	case DIALOG_CONNECT:
-		CHECK(from_client);
+	case PROTO_CONNECT:
+		CHECK(from_client && f->phase == PLAIN);
 		CHECK(!f->backend_up && !f->connected_once);
 		event(f, 'C');
 		f->connected_once = true;
 		f->backend_up = true;
+		f->phase = GREETING;
 		return true;
-	case DIALOG_OPAQUE:
+	case PROTO_GREETED:
+		CHECK(!from_client && f->phase == GREETING);
+		f->phase = DIALOG;
+		return true;
+	case PROTO_OPAQUE:
+		CHECK(f->phase == DIALOG);
 		event(f, 'O');
-		finish(f);
+		f->phase = DONE;
 		return true;
-	case DIALOG_CLOSE:
+	case PROTO_CLOSE:
+		if (o->end == PROTO_END_PROTOCOL || o->end == PROTO_END_BACKEND)
+			CHECK(o->error != NULL);
 		event(f, 'X');
-		finish(f);
+		f->phase = DONE;
 		return true;
 	}
 	CHECK(!"no valid event");
@@ -190,9 +210,9 @@ pump(struct fuzz *f)
 	unsigned guard = 0;
 	bool progress = true;
 
-	while (progress && !f->done && !f->handshake) {
+	while (progress && f->phase != DONE && f->phase != HANDSHAKE) {
 		progress = offer(f, true);
-		if (!f->done && !f->handshake && offer(f, false))
+		if (offer(f, false))
 			progress = true;
 		CHECK(++guard < 100000);
 	}
@@ -201,7 +221,7 @@ pump(struct fuzz *f)
 static void
 arrive(struct fuzz *f, bool backend, const uint8_t *p, size_t n)
 {
-	if (f->done || f->handshake)
+	if (f->phase == DONE || f->phase == HANDSHAKE)
 		return; /* closed, relayed, or the TLS engine's */
 	if (backend && !f->backend_up)
 		return; /* no backend connected yet */
@@ -222,23 +242,24 @@ run(struct fuzz *f, const uint8_t *data, size_t size, bool trickle)
 	f->params.optional = (data[0] & 3) == 1;
 	f->params.server_name = "mx.example.org";
 	f->params.greeting = "Server ready.";
-	f->sink.ctx = f;
-	f->sink.to_client = on_to_client;
-	f->sink.to_backend = on_to_backend;
 	f->d = dialog_new(&f->params);
 	CHECK(f->d != NULL);
-	dialog_start(f->d, &f->sink);
-	CHECK(f->params.starttls ? f->client.len > 0 : f->client.len == 0);
-	if (!f->params.starttls)
+	if (f->params.starttls) {
+		dialog_greet(f->d, &f->out);
+		CHECK(f->out.to_client_len > 0);
+		deliver(f, &f->out);
+		f->phase = PLAIN;
+	} else {
 		tls_up(f);
+	}
 
-	while (i < size && !f->done) {
+	while (i < size && f->phase != DONE) {
 		backend = (data[i] & 0x80) != 0;
 		n = data[i] & 0x7f;
 		i++;
 		if (n > size - i)
 			n = size - i;
-		if (f->handshake)
+		if (f->phase == HANDSHAKE)
 			tls_up(f);
 		if (trickle) {
 			for (k = 0; k < n; k++)
@@ -257,11 +278,8 @@ run(struct fuzz *f, const uint8_t *data, size_t size, bool trickle)
 		}
 		i += n;
 	}
-	if (!f->done) {
-		(void)dialog_stats(f->d);
-		dialog_free(f->d);
-		f->d = NULL;
-	}
+	dialog_free(f->d);
+	f->d = NULL;
 	free(f->cin.p);
 	free(f->bin.p);
 }

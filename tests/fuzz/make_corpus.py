@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the seed inputs of tests/fuzz/corpus/<protocol>/seed-*.
+"""Writes the seed inputs of tests/fuzz/corpus/<protocol>/seed-* and
+tests/fuzz/corpus/session/seed-*.
 
 The format is the one fuzz_dialog.c reads: one byte for the listener
 (0 STARTTLS required, 1 STARTTLS optional, 2 implicit TLS), then records
@@ -129,6 +130,114 @@ SMTP = {
         ("B", "421 4.3.2 Service not available\r\n")]),
     "bad": (REQUIRED, [("C", "MAIL FROM:<a@x>\r\nXCLIENT ADDR=1\r\nHELO\r\n"
                              "STARTTLS x\r\nEHLO x\rNOOP\r\n")]),
+    "mx-data-smuggling": (OPTIONAL, [
+        ("C", "EHLO mta.example\r\nMAIL FROM:<a@x>\r\n"),
+        ("B", SMTP_HELLO), ("B", "250-backend.example\r\n250 CHUNKING\r\n"),
+        ("B", "250 2.1.0 Ok\r\n"), ("C", "RCPT TO:<b@x>\r\nDATA\r\n"),
+        ("B", "250 2.1.5 Ok\r\n"), ("B", "354 End data\r\n"),
+        ("C", "Subject: x\r\n\r\n..dot\r\nXCLIENT ADDR=6.6.6.6\r\n.\r\n"),
+        ("B", "250 2.0.0 Ok: queued\r\n"),
+        ("C", "RSET\r\nXCLIENT ADDR=6.6.6.6\r\nMAIL FROM:<a@x>\r\n"),
+        ("B", "250 2.0.0 Ok\r\n"), ("B", "250 2.1.0 Ok\r\n"),
+        ("C", "RCPT TO:<b@x>\r\nDATA\r\n"), ("B", "250 Ok\r\n"),
+        ("B", "354 go\r\n"), ("C", "x\n.\r\nXCLIENT ADDR=6.6.6.6\r\n")]),
+    "bdat": (IMPLICIT, [
+        ("B", SMTP_HELLO), ("C", "EHLO c\r\nBDAT 3\r\nabcBDAT 5 LAST\r\n"),
+        ("B", "250-backend.example\r\n250-CHUNKING\r\n250 8BITMIME\r\n"),
+        ("B", "503 5.5.1 Error: need MAIL command\r\n"),
+        ("C", "XCLIEBDAT 0 LAST\r\nBDAT x\r\n"),
+        ("B", "250 Ok\r\n"), ("B", "250 Ok\r\n")]),
+}
+
+IMAP["literal-capabilities"] = (IMPLICIT, [
+    ("B", "* OK [CAPABILITY IMAP4rev1 LITERAL-] ready\r\n"),
+    ("C", "a LOGIN {5+}\r\nalice {4097+}\r\n"),
+    ("B", "* CAPABILITY IMAP4rev2\r\n"), ("C", "b NOOP {1+}\r\nx\r\n")])
+IMAP["literal-none"] = (IMPLICIT, [
+    ("B", "* OK ready\r\n"), ("C", "a NOOP {3+}\r\nabc\r\n")])
+
+# fuzz_session.c: listeners, ops, and the indexes of its canned lines.
+IMAP143, SMTP25, POP3S, IMAPS, SMTPS, POP3110 = range(6)
+(CDATA, CLINE, CREAD, CTLS, CKEY, CCLOSE, BACCEPT, BDATA, BLINE, BREAD,
+ BCLOSE, TURN, WAIT) = range(13)
+
+
+def op(o, arg=0, extra=b""):
+    return bytes([(o << 4) | arg]) + extra
+
+
+def data(o, payload):
+    payload = payload.encode("latin-1") if isinstance(payload, str) \
+        else payload
+    out = b""
+    for i in range(0, len(payload), 255):
+        piece = payload[i:i + 255]
+        out += op(o, 0, bytes([len(piece)]) + piece)
+    return out
+
+
+def line(o, index, times=1):
+    return op(o, index, bytes([times]))
+
+
+def session(listener, *ops):
+    return bytes([listener]) + b"".join(ops)
+
+
+T = op(TURN, 15)
+SESSION = {
+    "imap143-reply-flood": session(
+        IMAP143, op(CREAD, 0), line(CLINE, 0, 255), line(CLINE, 0, 255), T),
+    "imap143-starttls-login-relay": session(
+        IMAP143, line(CLINE, 1), T, op(CTLS), T, T, op(BACCEPT), T,
+        line(BLINE, 0), T, line(CLINE, 4), T, line(BLINE, 3), T,
+        data(CDATA, "b SELECT INBOX\r\n" * 40), T,
+        op(BREAD, 0), data(CDATA, "x" * 4000), line(CLINE, 6, 200), T,
+        op(CREAD, 0), line(BLINE, 14, 255), line(BLINE, 14, 255), T,
+        op(CCLOSE, 0), T, op(BCLOSE, 0), T),
+    "imaps-literal-chain-stalled-backend": session(
+        IMAPS, T, op(BACCEPT), line(BLINE, 0), T, op(BREAD, 0),
+        line(CLINE, 5), line(CLINE, 6, 255), line(CLINE, 6, 255), T),
+    "imaps-literal-not-advertised": session(
+        IMAPS, T, op(BACCEPT), line(BLINE, 12), T, line(CLINE, 5), T),
+    "imaps-keyupdate-before-login": session(
+        IMAPS, T, op(BACCEPT), line(BLINE, 0), T, op(CREAD, 0),
+        op(CKEY, 15), T, op(CKEY, 15), T, op(CKEY, 15), T, op(CKEY, 15), T),
+    "imaps-keyupdate-in-relay": session(
+        IMAPS, T, op(BACCEPT), line(BLINE, 0), T, line(CLINE, 4), T,
+        line(BLINE, 3), T, op(CREAD, 0), op(CKEY, 15), T, op(CKEY, 15), T,
+        line(BLINE, 14, 255), op(CKEY, 15), T),
+    "smtp25-plaintext-transaction": session(
+        SMTP25, line(CLINE, 7), T, line(CLINE, 8), T, op(BACCEPT), T,
+        line(BLINE, 2), T, line(BLINE, 5), T, line(BLINE, 8), T,
+        line(BLINE, 8), T, line(BLINE, 6), T, line(CLINE, 10), T,
+        line(CLINE, 9), T, line(BLINE, 8), T, line(CLINE, 12), T,
+        line(BLINE, 8), T, line(CLINE, 15), T, line(BLINE, 15), T),
+    "smtp25-smuggling": session(
+        SMTP25, line(CLINE, 7), line(CLINE, 8), T, op(BACCEPT), T,
+        line(BLINE, 2), line(BLINE, 5), line(BLINE, 8), line(BLINE, 8),
+        line(BLINE, 6), T, line(CLINE, 11), T),
+    "smtp25-starttls-then-filter": session(
+        SMTP25, line(CLINE, 7), line(CLINE, 2), T, op(CTLS), T, T,
+        op(BACCEPT), T, line(BLINE, 2), T, line(CLINE, 7), T,
+        line(BLINE, 5), T, line(CLINE, 8), T, line(BLINE, 8, 3), T,
+        line(BLINE, 6), T, line(CLINE, 10, 100), T),
+    "smtps-bdat-and-auth": session(
+        SMTPS, T, op(BACCEPT), line(BLINE, 2), T, line(CLINE, 7), T,
+        line(BLINE, 5), T, line(CLINE, 12), T, line(BLINE, 8), T,
+        line(CLINE, 13), T, line(BLINE, 7), T, data(CDATA, "y" * 3000), T),
+    "pop3s-silent-backend": session(
+        POP3S, T, op(BACCEPT), op(WAIT), op(WAIT), op(WAIT), T),
+    "pop3s-stalled-reply": session(
+        POP3S, T, op(BACCEPT), line(BLINE, 1), T, line(CLINE, 15), T,
+        op(WAIT), op(WAIT), op(WAIT), T),
+    "imap143-noop-trickle": session(
+        IMAP143, line(CLINE, 0), op(WAIT), line(CLINE, 0), op(WAIT),
+        line(CLINE, 0), op(WAIT), T),
+    "pop3110-stls-garbage": session(
+        POP3110, line(CLINE, 3), T, data(CDATA, "GET / HTTP/1.0\r\n\r\n"), T),
+    "imaps-client-gone-mid-greeting": session(
+        IMAPS, T, op(CCLOSE, 1), T, op(BACCEPT), T, line(BLINE, 0), T),
 }
 
 
@@ -140,6 +249,11 @@ def main():
         for name, (listener, steps) in seeds.items():
             with open(os.path.join(d, "seed-" + name), "wb") as f:
                 f.write(encode(listener, steps))
+    d = os.path.join(here, "corpus", "session")
+    os.makedirs(d, exist_ok=True)
+    for name, raw in SESSION.items():
+        with open(os.path.join(d, "seed-" + name), "wb") as f:
+            f.write(raw)
 
 
 if __name__ == "__main__":

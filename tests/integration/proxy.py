@@ -41,8 +41,12 @@ NORMAL_ERRORS = (None, "unexpected eof while reading")
 
 
 def is_normal_end(line):
-    """A relayed session that ended because one side closed."""
-    return (line.get("end") in NORMAL_ENDS and line.get("state") == "relay"
+    """A session that ended because one side closed, after the login
+    (relay) or, for SMTP, which may send mail without logging in and is
+    then filtered to its end, in the dialogue."""
+    states = ("relay", "dialog") if line.get("proto") == "smtp" \
+        else ("relay",)
+    return (line.get("end") in NORMAL_ENDS and line.get("state") in states
             and line.get("error") in NORMAL_ERRORS)
 
 

@@ -72,7 +72,7 @@ class StarttlsLogTest(StarttlsCase):
         self.assertEqual([l["starttls"] for l in lines],
                          ["no"] * 5 + ["yes"], mp.log_text())
         self.assertEqual([l["state"] for l in lines],
-                         ["plain"] * 3 + ["handshake"] * 2 + ["relay"],
+                         ["plain"] * 3 + ["handshake"] * 2 + ["dialog"],
                          mp.log_text())
         # Only the handshaken sessions may have reached the backend, and
         # of those only the whole one did.

@@ -42,16 +42,18 @@ def blackhole(family=socket.AF_INET, host="127.0.0.1", port=0):
 
 class GreetingServer:
     """A backend on one address: greets each connection with greeting,
-    then closes it (close_after) or keeps it open until stop()."""
+    (with login) answers its first line with an OK, then closes it
+    (close_after) or keeps it open until stop()."""
 
     def __init__(self, family, host, port, greeting=b"* OK hi\r\n",
-                 close_after=False):
+                 close_after=False, login=False):
         self.sock = socket.socket(family)
         self.sock.bind((host, port))
         self.sock.listen(8)
         self.sock.settimeout(0.2)
         self.greeting = greeting
         self.close_after = close_after
+        self.login = login
         self.conns = []
         self.running = True
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -64,6 +66,11 @@ class GreetingServer:
             except (socket.timeout, OSError):
                 continue
             c.sendall(self.greeting)
+            if self.login:
+                c.settimeout(10)
+                with c.makefile("rb") as f:
+                    f.readline()
+                c.sendall(b"a OK logged in\r\n")
             if self.close_after:
                 c.close()
             else:
@@ -172,25 +179,27 @@ class TimeoutsTest(ProxyTestCase):
                 self.assertEqual(len(mp.wait_sessions(1)), 1)
                 self.assertStopsCleanly(mp)
         line, = mp.sessions()
-        self.assertEqual(line["state"], "relay")
+        # Greeted, then closed by the backend before any login.
+        self.assertEqual(line["state"], "dialog")
         self.assertEqual(line["end"], "backend_closed")
         self.assertEqual(line["backend"], "backend.test:%d" % port)
         self.assertEqual(line["backend_addr"], "127.0.0.1:%d" % port)
 
     def test_linger_after_backend_closed(self):
-        # The backend greets and hangs up; the client reads everything,
-        # close_notify included, and never closes. timeout_linger, not
-        # the 60 s timeout_idle, ends it.
+        # The backend greets, logs the client in and hangs up; the
+        # client reads everything, close_notify included, and never
+        # closes. timeout_linger, not the 60 s timeout_idle, ends it.
         server = GreetingServer(socket.AF_INET, "127.0.0.1", 0,
-                                close_after=True)
+                                close_after=True, login=True)
         extra = "timeout_idle = 60s\ntimeout_linger = 1s\n"
         try:
             listeners = {"imaps": ("imap", "127.0.0.1:%d"
                                    % server.sock.getsockname()[1], extra)}
             with self.proxy(listeners=listeners) as mp:
                 with tls_connect(self.ca, mp.port("imaps")) as s:
+                    s.sendall(b"a LOGIN u p\r\n")
                     self.assertEqual(recv_until_closed(s),
-                                     b"* OK hi\r\n")
+                                     b"* OK hi\r\na OK logged in\r\n")
                     line, = mp.wait_sessions(1, timeout=20)
                 self.assertStopsCleanly(mp)
         finally:

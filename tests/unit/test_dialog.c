@@ -9,7 +9,7 @@
  * each time. The driver behaves like the session: unconsumed bytes are
  * offered again with more appended, both sides are offered again after
  * any progress, the client's unconsumed bytes are discarded (and
- * counted) after DIALOG_STARTTLS, and after DIALOG_OPAQUE or DIALOG_CLOSE
+ * counted) after PROTO_STARTTLS, and after PROTO_OPAQUE or PROTO_CLOSE
  * the module is never called again (the driver relays or drops instead).
  */
 #include <setjmp.h>
@@ -142,10 +142,10 @@ struct dcase {
 	enum listener listener;
 	struct step steps[MAX_STEPS];
 	/* At the end. */
-	enum dialog_end end;
+	enum proto_end end;
 	unsigned refused;
 	unsigned long discarded;
-	const char *error; /* dialog_error(), when set */
+	const char *error; /* the reason given with PROTO_CLOSE */
 };
 
 enum trickle {
@@ -155,8 +155,10 @@ enum trickle {
 };
 
 enum hphase {
-	H_PLAIN,     /* the module is called */
-	H_HANDSHAKE, /* after DIALOG_STARTTLS, before the TLS step */
+	H_PLAIN,     /* before TLS: dialog_plain() */
+	H_HANDSHAKE, /* before the TLS step */
+	H_GREETING,  /* the backend's greeting: dialog_greeting() */
+	H_DIALOG,    /* dialog_client() and dialog_backend() */
 	H_OPAQUE,    /* relaying untouched */
 	H_CLOSED,
 };
@@ -164,17 +166,19 @@ enum hphase {
 /* One run of a case: the session's part. */
 struct harness {
 	const struct dcase *c;
-	struct dialog_params params;
+	struct proto_params params;
 	char label[64];
 	int step;
 	struct dialog *d;
-	struct dialog_sink sink;
+	struct proto_out out;
 	struct bytes client, backend, events; /* what each got */
 	struct bytes cin, bin;                /* unconsumed input */
 	size_t marks[MAX_STEPS];              /* client.len, checked */
 	enum hphase phase;
 	bool backend_up;
 	unsigned long discarded;
+	enum proto_end end; /* given with PROTO_CLOSE */
+	const char *error;
 };
 
 /* A failing case ends its runs and the test goes on with the next case,
@@ -267,28 +271,6 @@ check_out(const struct harness *h, const char *what, const char *want,
 	case_fail();
 }
 
-static void
-on_to_client(void *ctx, const char *p, size_t n)
-{
-	struct harness *h = ctx;
-
-	if (h->phase != H_PLAIN)
-		hfail(h, "wrote to the client outside a call");
-	bytes_add(&h->client, p, n);
-}
-
-static void
-on_to_backend(void *ctx, const char *p, size_t n)
-{
-	struct harness *h = ctx;
-
-	if (!h->backend_up) {
-		print_bytes("bytes", p, n);
-		hfail(h, "wrote to the backend before it was connected");
-	}
-	bytes_add(&h->backend, p, n);
-}
-
 /* research/protocols.md §14 E45: the last plaintext byte before TLS is
  * the LF of the STARTTLS reply, even within the call that wrote it. */
 static void
@@ -309,7 +291,7 @@ check_starttls_reply(const struct harness *h)
 		        (h->client.len > 200 ? h->client.len - 200 : 0),
 		    h->client.len > 200 ? 200 : h->client.len);
 		hfail(h,
-		    "DIALOG_STARTTLS but the client's last line is not "
+		    "PROTO_STARTTLS but the client's last line is not "
 		    "the STARTTLS reply");
 	}
 }
@@ -320,35 +302,77 @@ event(struct harness *h, char e)
 	bytes_add(&h->events, &e, 1);
 }
 
+/* Moves what one step wrote, as the session does. */
+static void
+deliver(struct harness *h, const struct proto_out *o)
+{
+	if (o->to_client_len > 0) {
+		if (h->phase != H_PLAIN && h->phase != H_GREETING &&
+		    h->phase != H_DIALOG)
+			hfail(h, "wrote to the client outside a call");
+		bytes_add(&h->client, o->to_client, o->to_client_len);
+	}
+	if (o->to_backend_len > 0) {
+		if (!h->backend_up) {
+			print_bytes("bytes", o->to_backend, o->to_backend_len);
+			hfail(h,
+			    "wrote to the backend before it was connected");
+		}
+		bytes_add(&h->backend, o->to_backend, o->to_backend_len);
+	}
+}
+
 /* Offers one side's unconsumed bytes once. Returns whether anything
  * happened (bytes consumed or an event). */
 static bool
 offer(struct harness *h, bool from_client)
 {
 	struct bytes *in = from_client ? &h->cin : &h->bin;
-	size_t c0 = h->client.len, b0 = h->backend.len, n;
-	enum dialog_event ev = (enum dialog_event)0x5a5a;
-	bool waiting;
+	struct proto_out *o = &h->out;
+	size_t n;
+	bool waiting = false;
 
 	if (in->len == 0)
 		return false;
-	waiting = dialog_waiting(h->d);
-	if (from_client)
-		n = dialog_client(h->d, in->p, in->len, &h->sink, &ev);
-	else
-		n = dialog_backend(h->d, in->p, in->len, &h->sink, &ev);
+	memset(o, 0x5a, offsetof(struct proto_out, text));
+	switch (h->phase) {
+	case H_PLAIN:
+		if (!from_client)
+			return false;
+		n = dialog_plain(h->d, in->p, in->len, o);
+		break;
+	case H_GREETING:
+		/* The client's commands wait for the greeting. */
+		if (from_client)
+			return false;
+		n = dialog_greeting(h->d, in->p, in->len, o);
+		break;
+	case H_DIALOG:
+		if (from_client) {
+			waiting = dialog_wait(h->d) != PROTO_WAIT_CLIENT;
+			n = dialog_client(h->d, in->p, in->len, o);
+		} else {
+			n = dialog_backend(h->d, in->p, in->len, o);
+		}
+		break;
+	case H_HANDSHAKE:
+	case H_OPAQUE:
+	case H_CLOSED:
+	default:
+		return false;
+	}
 	if (n > in->len)
 		hfail(h, "consumed more than it was given");
-	if (from_client && waiting &&
-	    (n > 0 || h->client.len != c0 || h->backend.len != b0))
-		hfail(h, "client input used while dialog_waiting() said held");
+	if (waiting && (n > 0 || o->to_client_len > 0 || o->to_backend_len > 0))
+		hfail(h, "client input used while dialog_wait() said held");
+	deliver(h, o);
 	bytes_drop(in, n);
-	switch (ev) {
-	case DIALOG_CONTINUE:
+	switch (o->event) {
+	case PROTO_CONTINUE:
 		return n > 0;
-	case DIALOG_STARTTLS:
-		if (!from_client)
-			hfail(h, "DIALOG_STARTTLS on backend input");
+	case PROTO_STARTTLS:
+		if (h->phase != H_PLAIN)
+			hfail(h, "PROTO_STARTTLS after TLS");
 		check_starttls_reply(h);
 		event(h, 'S');
 		/* The session discards and counts what follows. */
@@ -357,11 +381,21 @@ offer(struct harness *h, bool from_client)
 		h->cin.len = 0;
 		h->phase = H_HANDSHAKE;
 		return true;
-	case DIALOG_CONNECT:
+	case PROTO_CONNECT:
+		if (h->phase != H_PLAIN || h->backend_up)
+			hfail(h, "PROTO_CONNECT out of place");
 		event(h, 'C');
 		h->backend_up = true;
+		h->phase = H_GREETING;
 		return true;
-	case DIALOG_OPAQUE:
+	case PROTO_GREETED:
+		if (h->phase != H_GREETING)
+			hfail(h, "PROTO_GREETED outside the greeting");
+		h->phase = H_DIALOG;
+		return true;
+	case PROTO_OPAQUE:
+		if (h->phase != H_DIALOG)
+			hfail(h, "PROTO_OPAQUE before the dialogue");
 		event(h, 'O');
 		h->phase = H_OPAQUE;
 		/* The unconsumed rest of both inputs goes through untouched. */
@@ -369,9 +403,11 @@ offer(struct harness *h, bool from_client)
 		bytes_add(&h->client, h->bin.p, h->bin.len);
 		h->cin.len = h->bin.len = 0;
 		return true;
-	case DIALOG_CLOSE:
+	case PROTO_CLOSE:
 		event(h, 'X');
 		h->phase = H_CLOSED;
+		h->end = o->end;
+		h->error = o->error;
 		return true;
 	}
 	hfail(h, "no valid event set");
@@ -384,9 +420,10 @@ pump(struct harness *h)
 	unsigned guard = 0;
 	bool progress = true;
 
-	while (progress && h->phase == H_PLAIN) {
-		progress = offer(h, true);
-		if (h->phase == H_PLAIN && offer(h, false))
+	while (progress && h->phase != H_HANDSHAKE && h->phase != H_OPAQUE &&
+	    h->phase != H_CLOSED) {
+		progress = offer(h, false);
+		if (offer(h, true))
 			progress = true;
 		if (++guard > 200000)
 			hfail(h, "livelock: events without progress");
@@ -398,6 +435,8 @@ arrive(struct harness *h, bool from_client, const char *p, size_t n)
 {
 	switch (h->phase) {
 	case H_PLAIN:
+	case H_GREETING:
+	case H_DIALOG:
 		if (!from_client && !h->backend_up)
 			hfail(h, "script: backend bytes, no backend connected");
 		bytes_add(from_client ? &h->cin : &h->bin, p, n);
@@ -421,13 +460,9 @@ arrive(struct harness *h, bool from_client, const char *p, size_t n)
 static void
 tls_up(struct harness *h)
 {
-	if (h->c->listener == L_IMPLICIT) {
-		if (h->phase != H_PLAIN || h->backend_up)
-			hfail(h, "script: TLS step out of place");
-	} else if (h->phase != H_HANDSHAKE) {
-		hfail(h, "TLS step but no DIALOG_STARTTLS before it");
-	}
-	h->phase = H_PLAIN;
+	if (h->phase != H_HANDSHAKE || h->backend_up)
+		hfail(h, "script: TLS step out of place");
+	h->phase = H_GREETING;
 	h->backend_up = true;
 	dialog_tls_started(h->d);
 	pump(h);
@@ -502,15 +537,17 @@ run_once(const struct dcase *c, enum trickle how, size_t at)
 	else
 		snprintf(h->label, sizeof(h->label), "case %zu, split at %zu",
 		    case_no, at);
-	h->sink.ctx = h;
-	h->sink.to_client = on_to_client;
-	h->sink.to_backend = on_to_backend;
 	h->d = dialog_new(&h->params);
 	assert_non_null(h->d);
 
 	h->step = -1;
-	dialog_start(h->d, &h->sink);
-	check_out(h, "client (dialog_start)",
+	h->phase = H_HANDSHAKE;
+	if (c->listener != L_IMPLICIT) {
+		dialog_greet(h->d, &h->out);
+		h->phase = H_PLAIN;
+		deliver(h, &h->out);
+	}
+	check_out(h, "client (dialog_greet)",
 	    c->listener == L_IMPLICIT ? "" : hellos[c->protocol], h->client.p,
 	    h->client.len);
 	cmark = h->client.len;
@@ -549,9 +586,9 @@ run_once(const struct dcase *c, enum trickle how, size_t at)
 	h->step = MAX_STEPS;
 	snprintf(h->label + strlen(h->label),
 	    sizeof(h->label) - strlen(h->label), ", at the end");
-	if (dialog_end(h->d) != c->end) {
-		snprintf(why, sizeof(why), "dialog_end() %d, expected %d",
-		    (int)dialog_end(h->d), (int)c->end);
+	if (h->end != c->end) {
+		snprintf(why, sizeof(why), "end %d, expected %d", (int)h->end,
+		    (int)c->end);
 		hfail(h, why);
 	}
 	if (dialog_stats(h->d)->refused != c->refused) {
@@ -566,17 +603,13 @@ run_once(const struct dcase *c, enum trickle how, size_t at)
 	}
 	if (dialog_stats(h->d)->starttls != (tls && c->listener != L_IMPLICIT))
 		hfail(h, "dialog_stats()->starttls wrong");
-	if ((c->end == DIALOG_END_PROTOCOL || c->end == DIALOG_END_BACKEND) &&
-	    dialog_error(h->d) == NULL)
-		hfail(h, "closed with an error but dialog_error() is NULL");
+	if ((c->end == PROTO_END_PROTOCOL || c->end == PROTO_END_BACKEND) &&
+	    h->error == NULL)
+		hfail(h, "closed with an error but no reason");
 	if (c->error != NULL &&
-	    (dialog_error(h->d) == NULL ||
-	        strcmp(dialog_error(h->d), c->error) != 0)) {
-		snprintf(why, sizeof(why),
-		    "dialog_error() \"%s\", expected "
-		    "\"%s\"",
-		    dialog_error(h->d) ? dialog_error(h->d) : "(null)",
-		    c->error);
+	    (h->error == NULL || strcmp(h->error, c->error) != 0)) {
+		snprintf(why, sizeof(why), "error \"%s\", expected \"%s\"",
+		    h->error ? h->error : "(null)", c->error);
 		hfail(h, why);
 	}
 	dialog_free(h->d);
@@ -1042,7 +1075,9 @@ test_case14_smtp_optional_mail_connects_plaintext(void **state)
 	    {
 	        /* EHLO answered by mailproxy, MAIL connects the backend,
 	         * whose greeting is swallowed, the EHLO replayed and its
-	         * reply swallowed, then MAIL goes and the rest is relayed. */
+	         * reply swallowed, then MAIL goes; the session stays
+	         * filtered (it never authenticates), so RCPT waits for
+	         * MAIL's reply. */
 	        .protocol = PROTO_SMTP,
 	        .listener = L_OPTIONAL,
 	        .steps =
@@ -1056,10 +1091,10 @@ test_case14_smtp_optional_mail_connects_plaintext(void **state)
 	                BACKEND(.in = "250-backend.example\r\n250-PIPELINING"
 	                              "\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME"
 	                              "\r\n",
-	                    .backend = "MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\n",
-	                    .events = "O"),
+	                    .backend = "MAIL FROM:<a@x>\r\n"),
 	                BACKEND(.in = "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n",
-	                    .client = "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"),
+	                    .client = "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n",
+	                    .backend = "RCPT TO:<b@x>\r\n"),
 	            },
 	    },
 	    {
@@ -1075,7 +1110,7 @@ test_case14_smtp_optional_mail_connects_plaintext(void **state)
 	                BACKEND(.in = "220 Postfix\r\n",
 	                    .backend = "HELO client.example\r\n"),
 	                BACKEND(.in = "250 backend.example\r\n",
-	                    .backend = "MAIL FROM:<a@x>\r\n", .events = "O"),
+	                    .backend = "MAIL FROM:<a@x>\r\n"),
 	            },
 	    },
 	    {
@@ -1098,9 +1133,13 @@ test_case14_smtp_optional_mail_connects_plaintext(void **state)
 	                CLIENT(.in = "AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
 	                    .client = SMTP_NOAUTH),
 	                CLIENT(.in = "MAIL FROM:<a@x>\r\n",
-	                    .backend = "MAIL FROM:<a@x>\r\n", .events = "O"),
+	                    .backend = "MAIL FROM:<a@x>\r\n"),
+	                BACKEND(.in = "250 2.1.0 Ok\r\n",
+	                    .client = "250 2.1.0 Ok\r\n"),
+	                CLIENT(.in = "XCLIENT ADDR=6.6.6.6\r\n",
+	                    .client = SMTP_NOXCLIENT),
 	            },
-	        .refused = 2,
+	        .refused = 3,
 	    },
 	    {
 	        /* In plaintext with the backend connected: no STARTTLS (the
@@ -1144,7 +1183,7 @@ test_case14_smtp_optional_mail_connects_plaintext(void **state)
 	                    .client = "554 5.3.2 backend.example busy\r\n",
 	                    .events = "X"),
 	            },
-	        .end = DIALOG_END_BACKEND,
+	        .end = PROTO_END_BACKEND,
 	    },
 	    {
 	        /* STARTTLS still works on an optional listener. */
@@ -1579,7 +1618,7 @@ test_case31_backend_preauth_and_bye_greetings_close(void **state)
 	                              "Logged in as alice\r\n",
 	                    .client = IMAP_UNAVAIL, .events = "X"),
 	            },
-	        .end = DIALOG_END_BACKEND,
+	        .end = PROTO_END_BACKEND,
 	        .error = "backend greeting is PREAUTH",
 	    },
 	    {
@@ -1592,7 +1631,7 @@ test_case31_backend_preauth_and_bye_greetings_close(void **state)
 	                BACKEND(.in = "* PREAUTH Logged in as alice\r\n",
 	                    .client = IMAP_UNAVAIL, .events = "X"),
 	            },
-	        .end = DIALOG_END_BACKEND,
+	        .end = PROTO_END_BACKEND,
 	        .error = "backend greeting is PREAUTH",
 	    },
 	    {
@@ -1606,7 +1645,7 @@ test_case31_backend_preauth_and_bye_greetings_close(void **state)
 	                    .client = "* BYE Too many connections.\r\n",
 	                    .events = "X"),
 	            },
-	        .end = DIALOG_END_BACKEND,
+	        .end = PROTO_END_BACKEND,
 	    },
 	    {
 	        .protocol = PROTO_POP3,
@@ -1618,7 +1657,7 @@ test_case31_backend_preauth_and_bye_greetings_close(void **state)
 	                    .client = "-ERR [SYS/TEMP] Too busy\r\n",
 	                    .events = "X"),
 	            },
-	        .end = DIALOG_END_BACKEND,
+	        .end = PROTO_END_BACKEND,
 	    },
 	    {
 	        .protocol = PROTO_SMTP,
@@ -1631,7 +1670,7 @@ test_case31_backend_preauth_and_bye_greetings_close(void **state)
 	                    .client = "421 4.3.2 Service not available\r\n",
 	                    .events = "X"),
 	            },
-	        .end = DIALOG_END_BACKEND,
+	        .end = PROTO_END_BACKEND,
 	    },
 	};
 
@@ -1677,7 +1716,7 @@ test_case33_bare_lf_refused(void **state)
 	                CLIENT(.in = "a CAPABILITY\nb LOGIN u p\r\n",
 	                    .client = IMAP_PROTO_ERR, .events = "X"),
 	            },
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	    {
 	        .protocol = PROTO_IMAP,
@@ -1687,7 +1726,7 @@ test_case33_bare_lf_refused(void **state)
 	                CLIENT(.in = "a CAPABILITY\nb LOGIN u p\r\n",
 	                    .client = IMAP_PROTO_ERR, .events = "X"),
 	            },
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	    {
 	        .protocol = PROTO_POP3,
@@ -1696,7 +1735,7 @@ test_case33_bare_lf_refused(void **state)
 	                CLIENT(.in = "\n", .client = POP3_PROTO_ERR,
 	                    .events = "X"),
 	            },
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	    {
 	        .protocol = PROTO_POP3,
@@ -1706,7 +1745,7 @@ test_case33_bare_lf_refused(void **state)
 	                CLIENT(.in = "CAPA\nUSER u\r\n",
 	                    .client = POP3_PROTO_ERR, .events = "X"),
 	            },
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	    {
 	        .protocol = PROTO_SMTP,
@@ -1715,7 +1754,7 @@ test_case33_bare_lf_refused(void **state)
 	                CLIENT(.in = "EHLO x\nAUTH PLAIN x\r\n",
 	                    .client = SMTP_PROTO_ERR, .events = "X"),
 	            },
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	    {
 	        /* A SASL line is a client line before authentication too. */
@@ -1730,7 +1769,7 @@ test_case33_bare_lf_refused(void **state)
 	                CLIENT(.in = "YWxp\nY2U=\r\n", .client = SMTP_PROTO_ERR,
 	                    .events = "X"),
 	            },
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	};
 
@@ -1749,7 +1788,7 @@ test_case34_bare_cr_and_nul_refused(void **state)
 	                CLIENT(.in = "a NOOP\rb LOGIN u p\r\n",
 	                    .client = IMAP_PROTO_ERR, .events = "X"),
 	            },
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	    {
 	        .protocol = PROTO_IMAP,
@@ -1758,7 +1797,7 @@ test_case34_bare_cr_and_nul_refused(void **state)
 	                CLIENT(.in = "a NO\0OP\r\n", .len = 9,
 	                    .client = IMAP_PROTO_ERR, .events = "X"),
 	            },
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	    {
 	        .protocol = PROTO_IMAP,
@@ -1768,7 +1807,7 @@ test_case34_bare_cr_and_nul_refused(void **state)
 	                CLIENT(.in = "a LOGIN u p\0\r\n", .len = 14,
 	                    .client = IMAP_PROTO_ERR, .events = "X"),
 	            },
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	    {
 	        .protocol = PROTO_POP3,
@@ -1777,7 +1816,7 @@ test_case34_bare_cr_and_nul_refused(void **state)
 	                CLIENT(.in = "CAPA\r\r\n", .client = POP3_PROTO_ERR,
 	                    .events = "X"),
 	            },
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	    {
 	        .protocol = PROTO_SMTP,
@@ -1787,7 +1826,7 @@ test_case34_bare_cr_and_nul_refused(void **state)
 	                CLIENT(.in = "EHLO c\rMAIL FROM:<a@x>\r\n",
 	                    .client = SMTP_PROTO_ERR, .events = "X"),
 	            },
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	};
 
@@ -1867,7 +1906,7 @@ test_case35_starttls_case_insensitive(void **state)
 	                    .events = "X"),
 	            },
 	        .refused = 1,
-	        .end = DIALOG_END_QUIT,
+	        .end = PROTO_END_QUIT,
 	    },
 	};
 
@@ -2094,7 +2133,7 @@ test_case39_imap_nonsync_literal_before_tls_closes(void **state)
 	                              "STARTTLS.\r\n",
 	                    .events = "X"),
 	            },
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	};
 
@@ -2112,7 +2151,7 @@ test_case39_imap_nonsync_literal_before_tls_closes(void **state)
 		.protocol = PROTO_IMAP,                                        \
 		.steps = {CLIENT(.in = line, .client = IMAP_BAD_LITERAL,       \
 		    .events = "X")},                                           \
-		.end = DIALOG_END_PROTOCOL,                                    \
+		.end = PROTO_END_PROTOCOL,                                     \
 	}
 #define BAD_LITERAL_TLS(line)                                                  \
 	{                                                                      \
@@ -2120,7 +2159,7 @@ test_case39_imap_nonsync_literal_before_tls_closes(void **state)
 		.steps = {IMAP_TLS,                                            \
 		    CLIENT(.in = line, .client = IMAP_BAD_LITERAL_TLS,         \
 		        .events = "X")},                                       \
-		.end = DIALOG_END_PROTOCOL,                                    \
+		.end = PROTO_END_PROTOCOL,                                     \
 	}
 
 static void
@@ -2157,7 +2196,7 @@ test_case40_imap_literal_length_overflow(void **state)
 	                CLIENT(.in = "a ID {99999999999999999999+}\r\n",
 	                    .client = IMAP_PROTO_ERR, .events = "X"),
 	            },
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	    BAD_LITERAL_TLS("a LOGIN {65537}\r\n"),
 	    BAD_LITERAL_TLS("a LOGIN {655369}\r\n"),
@@ -2193,18 +2232,18 @@ test_case40_imap_literal_length_overflow(void **state)
 static void
 test_case41_over_long_lines_close(void **state)
 {
-	char *imap_ok = line_of("a SELECT ", DIALOG_IMAP_LINE_MAX, 'x');
-	char *imap_long = line_of("a SELECT ", DIALOG_IMAP_LINE_MAX + 1, 'x');
-	char *pop3_ok = line_of("USER ", DIALOG_POP3_LINE_MAX, 'x');
-	char *pop3_long = line_of("USER ", DIALOG_POP3_LINE_MAX + 1, 'x');
-	char *smtp_ok = line_of("VRFY ", DIALOG_SMTP_LINE_MAX, 'x');
-	char *smtp_long = line_of("VRFY ", DIALOG_SMTP_LINE_MAX + 1, 'x');
-	char *ehlo_long = line_of("EHLO ", DIALOG_SMTP_LINE_MAX + 1, 'x');
+	char *imap_ok = line_of("a SELECT ", PROTO_IMAP_LINE_MAX, 'x');
+	char *imap_long = line_of("a SELECT ", PROTO_IMAP_LINE_MAX + 1, 'x');
+	char *pop3_ok = line_of("USER ", PROTO_POP3_LINE_MAX, 'x');
+	char *pop3_long = line_of("USER ", PROTO_POP3_LINE_MAX + 1, 'x');
+	char *smtp_ok = line_of("VRFY ", PROTO_SMTP_LINE_MAX, 'x');
+	char *smtp_long = line_of("VRFY ", PROTO_SMTP_LINE_MAX + 1, 'x');
+	char *ehlo_long = line_of("EHLO ", PROTO_SMTP_LINE_MAX + 1, 'x');
 	char *auth_mid = line_of("AUTH PLAIN ", 5000, 'A');
-	char *auth_ok = line_of("AUTH PLAIN ", DIALOG_SMTP_AUTH_MAX, 'A');
-	char *auth_long = line_of("AUTH PLAIN ", DIALOG_SMTP_AUTH_MAX + 1, 'A');
-	char *sasl_ok = line_of("", DIALOG_SMTP_AUTH_MAX, 'A');
-	char *sasl_long = line_of("", DIALOG_SMTP_AUTH_MAX + 1, 'A');
+	char *auth_ok = line_of("AUTH PLAIN ", PROTO_SMTP_AUTH_MAX, 'A');
+	char *auth_long = line_of("AUTH PLAIN ", PROTO_SMTP_AUTH_MAX + 1, 'A');
+	char *sasl_ok = line_of("", PROTO_SMTP_AUTH_MAX, 'A');
+	char *sasl_long = line_of("", PROTO_SMTP_AUTH_MAX + 1, 'A');
 	unsigned failed;
 	const struct dcase cases[] = {
 	    {
@@ -2216,7 +2255,7 @@ test_case41_over_long_lines_close(void **state)
 	                    .events = "X"),
 	            },
 	        .refused = 1,
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	    {
 	        .protocol = PROTO_IMAP,
@@ -2229,7 +2268,7 @@ test_case41_over_long_lines_close(void **state)
 	                CLIENT(.in = imap_long, .client = IMAP_PROTO_ERR,
 	                    .events = "X"),
 	            },
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	    {
 	        .protocol = PROTO_POP3,
@@ -2240,7 +2279,7 @@ test_case41_over_long_lines_close(void **state)
 	                    .events = "X"),
 	            },
 	        .refused = 1,
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	    {
 	        .protocol = PROTO_POP3,
@@ -2252,7 +2291,7 @@ test_case41_over_long_lines_close(void **state)
 	                CLIENT(.in = pop3_long, .client = POP3_PROTO_ERR,
 	                    .events = "X"),
 	            },
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	    {
 	        .protocol = PROTO_SMTP,
@@ -2265,7 +2304,7 @@ test_case41_over_long_lines_close(void **state)
 	                    .events = "X"),
 	            },
 	        .refused = 2,
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	    {
 	        .protocol = PROTO_SMTP,
@@ -2275,7 +2314,7 @@ test_case41_over_long_lines_close(void **state)
 	                CLIENT(.in = ehlo_long, .client = SMTP_PROTO_ERR,
 	                    .events = "X"),
 	            },
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	    {
 	        .protocol = PROTO_SMTP,
@@ -2298,7 +2337,7 @@ test_case41_over_long_lines_close(void **state)
 	                CLIENT(.in = auth_long, .client = SMTP_PROTO_ERR,
 	                    .events = "X"),
 	            },
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	    {
 	        .protocol = PROTO_SMTP,
@@ -2311,7 +2350,7 @@ test_case41_over_long_lines_close(void **state)
 	                CLIENT(.in = sasl_long, .client = SMTP_PROTO_ERR,
 	                    .events = "X"),
 	            },
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	};
 
@@ -2332,7 +2371,7 @@ test_case41_over_long_lines_close(void **state)
 	assert_int_equal(failed, 0);
 }
 
-/* After DIALOG_OPAQUE nothing is parsed: the driver relays and the module
+/* After PROTO_OPAQUE nothing is parsed: the driver relays and the module
  * is never called again (run_once enforces it), so these check where
  * OPAQUE comes and that the rest goes through byte for byte. */
 static void
@@ -2359,19 +2398,32 @@ test_case42_smtp_after_opaque_nothing_parsed(void **state)
 	            },
 	    },
 	    {
-	        /* The first MAIL makes it opaque; what follows in the same
-	         * write goes through untouched. */
+	        /* MAIL is not an authentication: the transaction goes in
+	         * lock-step, the message octets pass unparsed, and after
+	         * the final dot commands are checked again. */
 	        .protocol = PROTO_SMTP,
 	        .steps =
 	            {
 	                SMTP_TLS,
 	                CLIENT(.in = "MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nDATA"
-	                             "\r\nSTARTTLS\r\n.\n\r\n.\r\n",
-	                    .backend =
-	                        "MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nDATA"
-	                        "\r\nSTARTTLS\r\n.\n\r\n.\r\n",
-	                    .events = "O"),
+	                             "\r\nSTARTTLS\r\nXCLIENT ADDR=1.2.3.4\r\n"
+	                             ".\r\nXCLIENT ADDR=1.2.3.4\r\n",
+	                    .backend = "MAIL FROM:<a@x>\r\n"),
+	                BACKEND(.in = "250 2.1.0 Ok\r\n",
+	                    .client = "250 2.1.0 Ok\r\n",
+	                    .backend = "RCPT TO:<b@x>\r\n"),
+	                BACKEND(.in = "250 2.1.5 Ok\r\n",
+	                    .client = "250 2.1.5 Ok\r\n",
+	                    .backend = "DATA\r\n"),
+	                BACKEND(.in = "354 End data with <CR><LF>.<CR><LF>\r\n",
+	                    .client = "354 End data with <CR><LF>.<CR><LF>\r\n",
+	                    .backend = "STARTTLS\r\nXCLIENT ADDR=1.2.3.4\r\n"
+	                               ".\r\n"),
+	                BACKEND(.in = "250 2.0.0 Ok: queued as X\r\n",
+	                    .client =
+	                        "250 2.0.0 Ok: queued as X\r\n" SMTP_NOXCLIENT),
 	            },
+	        .refused = 1,
 	    },
 	};
 
@@ -2569,16 +2621,16 @@ test_dialog_refused_command_swallows_nonsync_literal(void **state)
 	RUN_CASES(cases);
 }
 
-/* A backend line over DIALOG_BACKEND_LINE_MAX: docs/dialogue.md says
+/* A backend line over PROTO_BACKEND_LINE_MAX: docs/dialogue.md says
  * nothing; the expected goodbye is proto_notice_line()'s UNAVAILABLE. */
 static void
 test_dialog_backend_line_too_long_closes(void **state)
 {
-	char *imap_ok = line_of("* OK ", DIALOG_BACKEND_LINE_MAX, 'x');
-	char *imap_long = line_of("* OK ", DIALOG_BACKEND_LINE_MAX + 1, 'x');
-	char *pop3_long = line_of("+OK ", DIALOG_BACKEND_LINE_MAX + 1, 'x');
-	char *smtp_ok = line_of("250-", DIALOG_BACKEND_LINE_MAX, 'x');
-	char *smtp_long = line_of("250 ", DIALOG_BACKEND_LINE_MAX + 1, 'x');
+	char *imap_ok = line_of("* OK ", PROTO_BACKEND_LINE_MAX, 'x');
+	char *imap_long = line_of("* OK ", PROTO_BACKEND_LINE_MAX + 1, 'x');
+	char *pop3_long = line_of("+OK ", PROTO_BACKEND_LINE_MAX + 1, 'x');
+	char *smtp_ok = line_of("250-", PROTO_BACKEND_LINE_MAX, 'x');
+	char *smtp_long = line_of("250 ", PROTO_BACKEND_LINE_MAX + 1, 'x');
 	unsigned failed;
 	const struct dcase cases[] = {
 	    {
@@ -2591,7 +2643,7 @@ test_dialog_backend_line_too_long_closes(void **state)
 	                BACKEND(.in = imap_long, .client = IMAP_UNAVAIL,
 	                    .events = "X"),
 	            },
-	        .end = DIALOG_END_BACKEND,
+	        .end = PROTO_END_BACKEND,
 	    },
 	    {
 	        .protocol = PROTO_POP3,
@@ -2604,22 +2656,22 @@ test_dialog_backend_line_too_long_closes(void **state)
 	                              "available.\r\n",
 	                    .events = "X"),
 	            },
-	        .end = DIALOG_END_BACKEND,
+	        .end = PROTO_END_BACKEND,
 	    },
 	    {
 	        .protocol = PROTO_SMTP,
 	        .steps =
 	            {
 	                SMTP_TLS,
-	                CLIENT(.in = "EHLO c\r\n", .backend = "EHLO c\r\n"),
-	                BACKEND(.in = smtp_ok, .defer = true),
+	                CLIENT(.in = "HELP\r\n", .backend = "HELP\r\n"),
+	                BACKEND(.in = smtp_ok, .client = smtp_ok),
 	                BACKEND(.in = smtp_long,
 	                    .client = "421 4.3.0 mx.example.org Service not "
 	                              "available, closing transmission "
 	                              "channel\r\n",
 	                    .events = "X"),
 	            },
-	        .end = DIALOG_END_BACKEND,
+	        .end = PROTO_END_BACKEND,
 	    },
 	};
 
@@ -2709,7 +2761,7 @@ test_dialog_client_before_tls_answers(void **state)
 	                    .events = "X"),
 	            },
 	        .refused = 1,
-	        .end = DIALOG_END_QUIT,
+	        .end = PROTO_END_QUIT,
 	    },
 	    {
 	        .protocol = PROTO_POP3,
@@ -2722,7 +2774,7 @@ test_dialog_client_before_tls_answers(void **state)
 	                    .client = "+OK Logging out.\r\n", .events = "X"),
 	            },
 	        .refused = 2,
-	        .end = DIALOG_END_QUIT,
+	        .end = PROTO_END_QUIT,
 	    },
 	    {
 	        .protocol = PROTO_SMTP,
@@ -2740,7 +2792,7 @@ test_dialog_client_before_tls_answers(void **state)
 	                    .client = "221 2.0.0 Bye\r\n", .events = "X"),
 	            },
 	        .refused = 2,
-	        .end = DIALOG_END_QUIT,
+	        .end = PROTO_END_QUIT,
 	    },
 	};
 
@@ -2767,7 +2819,7 @@ test_dialog_refused_fifth_closes(void **state)
 	                    .events = "X"),
 	            },
 	        .refused = 5,
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	    {
 	        .protocol = PROTO_POP3,
@@ -2780,7 +2832,7 @@ test_dialog_refused_fifth_closes(void **state)
 	                    .events = "X"),
 	            },
 	        .refused = 5,
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	    {
 	        .protocol = PROTO_SMTP,
@@ -2795,7 +2847,7 @@ test_dialog_refused_fifth_closes(void **state)
 	                    .events = "X"),
 	            },
 	        .refused = 5,
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	    {
 	        .protocol = PROTO_IMAP,
@@ -2814,7 +2866,7 @@ test_dialog_refused_fifth_closes(void **state)
 	                    .events = "X"),
 	            },
 	        .refused = 5,
-	        .end = DIALOG_END_PROTOCOL,
+	        .end = PROTO_END_PROTOCOL,
 	    },
 	};
 
@@ -3265,7 +3317,8 @@ test_dialog_auth_smtp(void **state)
 	            },
 	    },
 	    {
-	        /* MAIL without AUTH: forwarded, then relayed. */
+	        /* MAIL without AUTH: forwarded, and the filter holds on
+	         * (MAIL, RSET, then XCLIENT is refused, never forwarded). */
 	        .protocol = PROTO_SMTP,
 	        .listener = L_IMPLICIT,
 	        .steps =
@@ -3277,10 +3330,17 @@ test_dialog_auth_smtp(void **state)
 	                BACKEND(.in = "250 backend.example\r\n",
 	                    .client = "250 backend.example\r\n"),
 	                CLIENT(.in = "mail from:<a@x>\r\n",
-	                    .backend = "mail from:<a@x>\r\n", .events = "O"),
+	                    .backend = "mail from:<a@x>\r\n"),
 	                BACKEND(.in = "250 2.1.0 Ok\r\n",
 	                    .client = "250 2.1.0 Ok\r\n"),
+	                CLIENT(.in = "RSET\r\nXCLIENT ADDR=6.6.6.6 NAME=spoof."
+	                             "test\r\nXFORWARD ADDR=6.6.6.6\r\n",
+	                    .backend = "RSET\r\n"),
+	                BACKEND(.in = "250 2.0.0 Ok\r\n",
+	                    .client = "250 2.0.0 Ok\r\n" SMTP_NOXCLIENT
+	                        SMTP_NOXCLIENT),
 	            },
+	        .refused = 2,
 	    },
 	};
 
@@ -3288,7 +3348,435 @@ test_dialog_auth_smtp(void **state)
 	RUN_CASES(cases);
 }
 
-/* Implicit listeners: dialog_start says nothing (checked in run_once),
+/* Issue 12, rule 4: before authentication a {n+} goes to the backend only
+ * as its own capabilities allow (RFC 7888), else the backend would read
+ * the octets as commands: the command is answered BAD and the session
+ * closed, and the backend gets nothing of it. */
+static void
+test_dialog_imap_nonsync_literal_needs_backend_support(void **state)
+{
+	static const struct dcase cases[] = {
+	    {
+	        /* No LITERAL+ in the greeting: refused. */
+	        .protocol = PROTO_IMAP,
+	        .listener = L_IMPLICIT,
+	        .steps =
+	            {
+	                TLS_UP,
+	                BACKEND(.in = "* OK [CAPABILITY IMAP4rev1] hi\r\n",
+	                    .client = "* OK [CAPABILITY IMAP4rev1] hi\r\n"),
+	                CLIENT(.in = "a NOOP {10+}\r\n0123456789\r\n",
+	                    .client = "a BAD Non-synchronizing literals are "
+	                              "not supported.\r\n" IMAP_PROTO_ERR,
+	                    .events = "X"),
+	            },
+	        .end = PROTO_END_PROTOCOL,
+	        .error = "non-synchronizing literal the backend does not "
+	                 "accept",
+	    },
+	    {
+	        /* LITERAL+ (Dovecot's greeting): a chain of literals in one
+	         * command goes through. */
+	        .protocol = PROTO_IMAP,
+	        .steps =
+	            {
+	                IMAP_TLS,
+	                CLIENT(.in = "a NOOP {3+}\r\nabc {2+}\r\nde\r\n",
+	                    .backend = "a NOOP {3+}\r\nabc {2+}\r\nde\r\n"),
+	                BACKEND(.in = "a OK NOOP completed.\r\n",
+	                    .client = "a OK NOOP completed.\r\n"),
+	            },
+	    },
+	    {
+	        /* LITERAL-: up to 4096 octets, then [TOOBIG]; the first
+	         * part of the command already went. */
+	        .protocol = PROTO_IMAP,
+	        .listener = L_IMPLICIT,
+	        .steps =
+	            {
+	                TLS_UP,
+	                BACKEND(.in = "* OK [CAPABILITY IMAP4rev1 LITERAL-] "
+	                              "hi\r\n",
+	                    .client = "* OK [CAPABILITY IMAP4rev1 LITERAL-] "
+	                              "hi\r\n"),
+	                CLIENT(.in = "a LOGIN {4+}\r\nabcd",
+	                    .backend = "a LOGIN {4+}\r\nabcd"),
+	                CLIENT(.in = " {4097+}\r\n",
+	                    .client =
+	                        "a BAD [TOOBIG] Non-synchronizing literal "
+	                        "larger than 4096 octets.\r\n" IMAP_PROTO_ERR,
+	                    .events = "X"),
+	            },
+	        .end = PROTO_END_PROTOCOL,
+	    },
+	    {
+	        /* IMAP4rev2 has LITERAL- built in (RFC 9051 §4.3). */
+	        .protocol = PROTO_IMAP,
+	        .listener = L_IMPLICIT,
+	        .steps =
+	            {
+	                TLS_UP,
+	                BACKEND(.in = "* OK [CAPABILITY IMAP4rev2] hi\r\n",
+	                    .client = "* OK [CAPABILITY IMAP4rev2] hi\r\n"),
+	                CLIENT(.in = "a NOOP {1+}\r\nx\r\n",
+	                    .backend = "a NOOP {1+}\r\nx\r\n"),
+	            },
+	    },
+	    {
+	        /* The latest list counts: a CAPABILITY reply that adds
+	         * LITERAL+ allows it, a synchronising {n} always goes. */
+	        .protocol = PROTO_IMAP,
+	        .listener = L_IMPLICIT,
+	        .steps =
+	            {
+	                TLS_UP,
+	                BACKEND(.in = "* OK hi\r\n", .client = "* OK hi\r\n"),
+	                CLIENT(.in = "a EXAMINE {2}\r\n",
+	                    .backend = "a EXAMINE {2}\r\n"),
+	                BACKEND(.in = "+ go\r\n", .client = "+ go\r\n"),
+	                CLIENT(.in = "xy\r\n", .backend = "xy\r\n"),
+	                BACKEND(.in = "a NO\r\n", .client = "a NO\r\n"),
+	                CLIENT(.in = "b CAPABILITY\r\n",
+	                    .backend = "b CAPABILITY\r\n"),
+	                BACKEND(.in = "* CAPABILITY IMAP4rev1 LITERAL+ "
+	                              "STARTTLS\r\nb OK\r\n",
+	                    .client = "* CAPABILITY IMAP4rev1 LITERAL+\r\n"
+	                              "b OK\r\n"),
+	                CLIENT(.in = "c NOOP {1+}\r\nx\r\n",
+	                    .backend = "c NOOP {1+}\r\nx\r\n"),
+	            },
+	    },
+	    {
+	        /* On a STARTTLS listener the backend's greeting is
+	         * swallowed, but what it says about literals counts. */
+	        .protocol = PROTO_IMAP,
+	        .steps =
+	            {
+	                CLIENT(.in = "s STARTTLS\r\n", .client = "s" IMAP_BEGIN,
+	                    .events = "S"),
+	                TLS_UP,
+	                BACKEND(.in = "* OK [CAPABILITY IMAP4rev1] x\r\n"),
+	                CLIENT(.in = "a NOOP {0+}\r\n\r\n",
+	                    .client = "a BAD Non-synchronizing literals are "
+	                              "not supported.\r\n" IMAP_PROTO_ERR,
+	                    .events = "X"),
+	            },
+	        .end = PROTO_END_PROTOCOL,
+	    },
+	};
+
+	(void)state;
+	RUN_CASES(cases);
+}
+
+#define SMTP_FILTERED_TLS                                                      \
+	SMTP_TLS, CLIENT(.in = "EHLO c\r\n", .backend = "EHLO c\r\n"),         \
+	    BACKEND(.in = "250-backend.example\r\n250-CHUNKING\r\n250 "        \
+	                  "8BITMIME\r\n",                                      \
+	        .client = "250-backend.example\r\n250-CHUNKING\r\n250 "        \
+	                  "8BITMIME\r\n")
+
+/* Issue 12, rule 4: the SMTP filter follows DATA and BDAT exactly until
+ * AUTH succeeds; message octets are never commands, and no dot-line is
+ * accepted as the end of data that a backend could read differently
+ * (SMTP smuggling, SEC Consult 2023). */
+static void
+test_dialog_smtp_data_and_bdat_framing(void **state)
+{
+	static const struct dcase cases[] = {
+	    {
+	        /* The final dot split across reads, dot-stuffed lines, a
+	         * dot inside a line: all message; the next XCLIENT is a
+	         * command again. */
+	        .protocol = PROTO_SMTP,
+	        .steps =
+	            {
+	                SMTP_FILTERED_TLS,
+	                CLIENT(.in = "DATA\r\n", .backend = "DATA\r\n"),
+	                BACKEND(.in = "354 go\r\n", .client = "354 go\r\n"),
+	                CLIENT(.in = "..XCLIENT ADDR=6.6.6.6\r\na.b\r\n.",
+	                    .backend = "..XCLIENT ADDR=6.6.6.6\r\na.b\r\n"),
+	                CLIENT(.in = "\r", .backend = ""),
+	                CLIENT(.in = "\nXCLIENT ADDR=6.6.6.6\r\n",
+	                    .backend = ".\r\n"),
+	                BACKEND(.in = "250 2.0.0 Ok\r\n",
+	                    .client = "250 2.0.0 Ok\r\n" SMTP_NOXCLIENT),
+	            },
+	        .refused = 1,
+	    },
+	    {
+	        /* LF "." CRLF: Postfix 3.7 ends the data there, a strict
+	         * reader does not. Closed; the dot-line never goes. */
+	        .protocol = PROTO_SMTP,
+	        .steps =
+	            {
+	                SMTP_FILTERED_TLS,
+	                CLIENT(.in = "DATA\r\n", .backend = "DATA\r\n"),
+	                BACKEND(.in = "354 go\r\n", .client = "354 go\r\n"),
+	                CLIENT(.in = "x\n.\r\nXCLIENT ADDR=6.6.6.6\r\n",
+	                    .client = SMTP_PROTO_ERR, .backend = "x\n",
+	                    .events = "X"),
+	            },
+	        .end = PROTO_END_PROTOCOL,
+	        .error = "bare CR or LF at the end of data",
+	    },
+	    {
+	        /* CRLF "." LF */
+	        .protocol = PROTO_SMTP,
+	        .steps =
+	            {
+	                SMTP_FILTERED_TLS,
+	                CLIENT(.in = "DATA\r\n", .backend = "DATA\r\n"),
+	                BACKEND(.in = "354 go\r\n", .client = "354 go\r\n"),
+	                CLIENT(.in = "x\r\n.\nQUIT\r\n",
+	                    .client = SMTP_PROTO_ERR, .backend = "x\r\n",
+	                    .events = "X"),
+	            },
+	        .end = PROTO_END_PROTOCOL,
+	    },
+	    {
+	        /* CR "." CRLF */
+	        .protocol = PROTO_SMTP,
+	        .steps =
+	            {
+	                SMTP_FILTERED_TLS,
+	                CLIENT(.in = "DATA\r\n", .backend = "DATA\r\n"),
+	                BACKEND(.in = "354 go\r\n", .client = "354 go\r\n"),
+	                CLIENT(.in = "x\r.\r\n", .client = SMTP_PROTO_ERR,
+	                    .backend = "x\r", .events = "X"),
+	            },
+	        .end = PROTO_END_PROTOCOL,
+	    },
+	    {
+	        /* DATA refused by the backend: what the client sent on is
+	         * read as commands, as the backend reads it. */
+	        .protocol = PROTO_SMTP,
+	        .steps =
+	            {
+	                SMTP_FILTERED_TLS,
+	                CLIENT(.in = "DATA\r\nXCLIENT ADDR=6.6.6.6\r\n",
+	                    .backend = "DATA\r\n"),
+	                BACKEND(.in =
+	                            "554 5.5.1 Error: no valid recipients\r\n",
+	                    .client = "554 5.5.1 Error: no valid "
+	                              "recipients\r\n" SMTP_NOXCLIENT),
+	            },
+	        .refused = 1,
+	    },
+	    {
+	        /* An empty message: the first line is the dot. */
+	        .protocol = PROTO_SMTP,
+	        .steps =
+	            {
+	                SMTP_FILTERED_TLS,
+	                CLIENT(.in = "DATA\r\n", .backend = "DATA\r\n"),
+	                BACKEND(.in = "354 go\r\n", .client = "354 go\r\n"),
+	                CLIENT(.in = ".\r\nNOOP\r\n", .backend = ".\r\n"),
+	                BACKEND(.in = "250 Ok\r\n", .client = "250 Ok\r\n",
+	                    .backend = "NOOP\r\n"),
+	            },
+	    },
+	    {
+	        /* BDAT: the chunk's octets go unread, whatever they say;
+	         * before MAIL too (the backend answers after the chunk). */
+	        .protocol = PROTO_SMTP,
+	        .steps =
+	            {
+	                SMTP_FILTERED_TLS,
+	                CLIENT(.in = "BDAT 3\r\nabc",
+	                    .backend = "BDAT 3\r\nabc"),
+	                BACKEND(.in = "503 5.5.1 Error: need MAIL command\r\n",
+	                    .client = "503 5.5.1 Error: need MAIL "
+	                              "command\r\n"),
+	                CLIENT(.in =
+	                           "BDAT 24 LAST\r\nXCLIENT ADDR=6.6.6.6\r\n\r\n",
+	                    .backend = "BDAT 24 LAST\r\nXCLIENT ADDR=6.6.6.6"
+	                               "\r\n\r\n"),
+	                CLIENT(.in = "XFORWARD ADDR=6.6.6.6\r\n"),
+	                BACKEND(.in = "250 2.0.0 Ok: queued\r\n",
+	                    .client =
+	                        "250 2.0.0 Ok: queued\r\n" SMTP_NOXCLIENT),
+	            },
+	        .refused = 1,
+	    },
+	    {
+	        /* No CHUNKING from the backend: it would read the octets as
+	         * commands, and so does mailproxy. */
+	        .protocol = PROTO_SMTP,
+	        .steps =
+	            {
+	                SMTP_TLS,
+	                CLIENT(.in = "EHLO c\r\n", .backend = "EHLO c\r\n"),
+	                BACKEND(.in = "250 backend.example\r\n",
+	                    .client = "250 backend.example\r\n"),
+	                CLIENT(.in = "BDAT 22\r\nXCLIENT ADDR=6.6.6.6\r\n",
+	                    .client = "502 5.5.2 Error: command not "
+	                              "recognized\r\n" SMTP_NOXCLIENT),
+	            },
+	        .refused = 2,
+	    },
+	    {
+	        /* A BDAT whose size cannot be read is never forwarded. */
+	        .protocol = PROTO_SMTP,
+	        .steps =
+	            {
+	                SMTP_FILTERED_TLS,
+	                CLIENT(.in = "BDAT 3x\r\n", .client = SMTP_PROTO_ERR,
+	                    .events = "X"),
+	            },
+	        .end = PROTO_END_PROTOCOL,
+	        .error = "malformed BDAT command",
+	    },
+	    {
+	        /* STARTTLS after MAIL and RSET on TLS: still refused. */
+	        .protocol = PROTO_SMTP,
+	        .steps =
+	            {
+	                SMTP_FILTERED_TLS,
+	                CLIENT(.in = "MAIL FROM:<x@a.test>\r\n",
+	                    .backend = "MAIL FROM:<x@a.test>\r\n"),
+	                BACKEND(.in = "250 Ok\r\n", .client = "250 Ok\r\n"),
+	                CLIENT(.in = "RSET\r\n", .backend = "RSET\r\n"),
+	                BACKEND(.in = "250 Ok\r\n", .client = "250 Ok\r\n"),
+	                CLIENT(.in = "STARTTLS\r\n", .client = SMTP_ACTIVE),
+	            },
+	        .refused = 1,
+	    },
+	};
+
+	(void)state;
+	RUN_CASES(cases);
+}
+
+/* An EHLO reply line over PROTO_SMTP_REPLY_LINE_MAX (twice RFC 5321's
+ * 512) is not rewritten but refused as a broken backend. */
+static void
+test_dialog_smtp_long_ehlo_line_closes(void **state)
+{
+	char *line = line_of("250-", 1025, 'x');
+	unsigned failed;
+	const struct dcase cases[] = {
+	    {
+	        .protocol = PROTO_SMTP,
+	        .steps =
+	            {
+	                SMTP_TLS,
+	                CLIENT(.in = "EHLO c\r\n", .backend = "EHLO c\r\n"),
+	                BACKEND(.in = "250-backend.example\r\n"),
+	                BACKEND(.in = line,
+	                    .client = "421 4.3.0 mx.example.org Service not "
+	                              "available, closing transmission "
+	                              "channel\r\n",
+	                    .events = "X"),
+	            },
+	        .end = PROTO_END_BACKEND,
+	        .error = "backend EHLO reply line too long",
+	    },
+	};
+
+	(void)state;
+	failed = run_cases(cases, COUNT(cases));
+	free(line);
+	assert_int_equal(failed, 0);
+}
+
+/* Issue 12, rule 3: before TLS at most DIALOG_PLAIN_MAX commands other
+ * than STARTTLS are answered; the next one closes. */
+static void
+test_dialog_plain_commands_capped(void **state)
+{
+	static const struct {
+		enum proto protocol;
+		const char *command;
+	} each[] = {
+	    {PROTO_IMAP, "a NOOP\r\n"},
+	    {PROTO_POP3, "CAPA\r\n"},
+	    {PROTO_SMTP, "EHLO x\r\n"},
+	};
+	static const char *const goodbye[] = {
+	    [PROTO_IMAP] = "* BYE Protocol error: too many commands before "
+	                   "STARTTLS.\r\n",
+	    [PROTO_POP3] = "-ERR Protocol error: too many commands before "
+	                   "STARTTLS.\r\n",
+	    [PROTO_SMTP] = "421 4.7.0 mx.example.org Protocol error: too many "
+	                   "commands before STARTTLS\r\n",
+	};
+	struct proto_params params = {0};
+	struct proto_out out;
+	struct dialog *d;
+	size_t i, k, len, n;
+
+	(void)state;
+	for (i = 0; i < sizeof(each) / sizeof(each[0]); i++) {
+		params.protocol = each[i].protocol;
+		params.starttls = true;
+		params.server_name = NAME;
+		params.greeting = GREETING;
+		d = dialog_new(&params);
+		assert_non_null(d);
+		len = strlen(each[i].command);
+		for (k = 0; k < DIALOG_PLAIN_MAX; k++) {
+			n = dialog_plain(d, each[i].command, len, &out);
+			assert_int_equal(n, len);
+			assert_int_equal(out.event, PROTO_CONTINUE);
+			assert_true(out.to_client_len > 0);
+		}
+		n = dialog_plain(d, each[i].command, len, &out);
+		assert_int_equal(n, len);
+		assert_int_equal(out.event, PROTO_CLOSE);
+		assert_int_equal(out.end, PROTO_END_PROTOCOL);
+		assert_int_equal(out.to_client_len,
+		    strlen(goodbye[each[i].protocol]));
+		assert_memory_equal(out.to_client, goodbye[each[i].protocol],
+		    out.to_client_len);
+		assert_int_equal(dialog_stats(d)->refused, 0);
+		dialog_free(d);
+	}
+}
+
+/* Whose turn it is decides the deadline: the backend's after a command,
+ * RFC 5321's longer one after the end of a message. */
+static void
+test_dialog_wait_follows_the_turn(void **state)
+{
+	struct proto_params params = {PROTO_SMTP, false, false, NAME, GREETING};
+	struct proto_out out;
+	struct dialog *d = dialog_new(&params);
+	static const char hello[] = "220 b ESMTP\r\n", ehlo[] = "EHLO c\r\n",
+	                  caps[] = "250-b\r\n250 CHUNKING\r\n",
+	                  data[] = "DATA\r\n", go[] = "354 go\r\n",
+	                  body[] = "x\r\n.\r\n", bdat[] = "BDAT 1 LAST\r\n";
+
+	(void)state;
+	assert_non_null(d);
+	dialog_tls_started(d);
+	assert_int_equal(dialog_greeting(d, hello, strlen(hello), &out),
+	    strlen(hello));
+	assert_int_equal(out.event, PROTO_GREETED);
+	assert_int_equal(dialog_wait(d), PROTO_WAIT_CLIENT);
+	(void)dialog_client(d, ehlo, strlen(ehlo), &out);
+	assert_int_equal(dialog_wait(d), PROTO_WAIT_BACKEND);
+	(void)dialog_backend(d, caps, 7, &out);
+	assert_true(dialog_mid_reply(d));
+	(void)dialog_backend(d, caps + 7, strlen(caps) - 7, &out);
+	assert_false(dialog_mid_reply(d));
+	assert_int_equal(dialog_wait(d), PROTO_WAIT_CLIENT);
+	(void)dialog_client(d, data, strlen(data), &out);
+	(void)dialog_backend(d, go, strlen(go), &out);
+	assert_int_equal(dialog_wait(d), PROTO_WAIT_CLIENT);
+	assert_int_equal(dialog_client(d, body, strlen(body), &out), 3);
+	assert_int_equal(dialog_client(d, body + 3, 3, &out), 3);
+	assert_int_equal(dialog_wait(d), PROTO_WAIT_BACKEND_DATA);
+	(void)dialog_backend(d, "250 Ok\r\n", 8, &out);
+	assert_int_equal(dialog_wait(d), PROTO_WAIT_CLIENT);
+	(void)dialog_client(d, bdat, strlen(bdat), &out);
+	assert_int_equal(dialog_wait(d), PROTO_WAIT_CLIENT);
+	assert_int_equal(dialog_client(d, "x", 1, &out), 1);
+	assert_int_equal(dialog_wait(d), PROTO_WAIT_BACKEND_DATA);
+	dialog_free(d);
+}
+
+/* Implicit listeners: dialog_greet says nothing (checked in run_once),
  * the backend's greeting is relayed with the rewrite. */
 static void
 test_dialog_implicit_greeting_relayed(void **state)
@@ -3396,6 +3884,12 @@ main(void)
 	    cmocka_unit_test(test_dialog_auth_pop3),
 	    cmocka_unit_test(test_dialog_auth_smtp),
 	    cmocka_unit_test(test_dialog_implicit_greeting_relayed),
+	    cmocka_unit_test(
+	        test_dialog_imap_nonsync_literal_needs_backend_support),
+	    cmocka_unit_test(test_dialog_smtp_data_and_bdat_framing),
+	    cmocka_unit_test(test_dialog_smtp_long_ehlo_line_closes),
+	    cmocka_unit_test(test_dialog_plain_commands_capped),
+	    cmocka_unit_test(test_dialog_wait_follows_the_turn),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
