@@ -11,10 +11,14 @@
  * (default 4096), handshakes (TLS 1.3, no verification), sends LINE plus
  * CRLF if given, reads until the application data holds TEXT if given
  * (e.g. the tagged OK of a LOGIN: then the session is past login), and
- * from then on only sends: SSL_key_update(SSL_KEY_UPDATE_REQUESTED) and
- * SSL_do_handshake(), which writes the KeyUpdate record, for at most
- * SECONDS (default 20). A write that makes no progress for STALL seconds
- * (SO_SNDTIMEO, default 3) means the server stopped reading.
+ * from then on only sends, for at most SECONDS (default 20): batches of
+ * SSL_key_update(SSL_KEY_UPDATE_REQUESTED) + SSL_do_handshake(), which
+ * writes one KeyUpdate record each (checked), into a memory BIO, written
+ * to the socket BATCH bytes at a time. One small segment per KeyUpdate
+ * would never stall cleanly: the receiver's kernel keeps collapsing tiny
+ * segments to make room, so a server that stopped reading still takes a
+ * trickle. A write that makes no progress for STALL seconds (SO_SNDTIMEO,
+ * default 3) means the server stopped reading.
  *
  * Prints one line, "keyupdates=N bytes=B result=R", B the bytes written
  * by the flood and R one of stalled (a write blocked for STALL seconds),
@@ -37,6 +41,9 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+
+/* Bytes of KeyUpdate records per write. */
+#define BATCH 16384
 
 struct options {
 	int port;
@@ -155,6 +162,30 @@ send_line(SSL *ssl, const char *line)
 	free(buf);
 }
 
+/*
+ * Writes all of buf; NULL when it went out, else the result: "stalled"
+ * (no progress for SO_SNDTIMEO) or "closed". *sent counts what did.
+ */
+static const char *
+write_all(int fd, const char *buf, size_t len, unsigned long *sent)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		n = write(fd, buf, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return errno == EAGAIN || errno == EWOULDBLOCK ?
+			    "stalled" :
+			    "closed";
+		buf += n;
+		len -= (size_t)n;
+		*sent += (unsigned long)n;
+	}
+	return NULL;
+}
+
 static void
 parse(int argc, char **argv, struct options *o)
 {
@@ -200,10 +231,12 @@ main(int argc, char **argv)
 	SSL_CTX *ctx;
 	SSL *ssl;
 	BIO *wbio;
-	unsigned long count = 0, start_bytes, before;
-	const char *result = "timeout";
+	static char batch[BATCH];
+	unsigned long count = 0, sent = 0;
+	size_t before;
+	const char *result = NULL;
 	double deadline;
-	int fd, r, err;
+	int fd, len;
 
 	parse(argc, argv, &o);
 	/* A reset connection must be a result, not a death. */
@@ -226,28 +259,33 @@ main(int argc, char **argv)
 	if (o.expect != NULL)
 		await_text(ssl, o.expect);
 
-	wbio = SSL_get_wbio(ssl);
-	start_bytes = BIO_number_written(wbio);
+	/* From here on OpenSSL writes into memory, the loop to the socket;
+	 * reads (none) would still come from the socket. */
+	wbio = BIO_new(BIO_s_mem());
+	if (wbio == NULL)
+		fail("BIO_new");
+	SSL_set0_wbio(ssl, wbio);
 	deadline = now() + o.seconds;
-	while (now() < deadline) {
-		if (SSL_key_update(ssl, SSL_KEY_UPDATE_REQUESTED) != 1)
-			fail("SSL_key_update");
-		before = BIO_number_written(wbio);
-		errno = 0;
-		r = SSL_do_handshake(ssl);
-		if (r != 1) {
-			err = SSL_get_error(ssl, r);
-			result =
-			    err == SSL_ERROR_WANT_WRITE ? "stalled" : "closed";
-			break;
+	while (result == NULL && now() < deadline) {
+		while (BIO_ctrl_pending(wbio) < BATCH) {
+			before = BIO_ctrl_pending(wbio);
+			if (SSL_key_update(ssl, SSL_KEY_UPDATE_REQUESTED) !=
+			        1 ||
+			    SSL_do_handshake(ssl) != 1)
+				fail("KeyUpdate");
+			/* OpenSSL must have written a KeyUpdate record. */
+			if (BIO_ctrl_pending(wbio) <= before)
+				fail("SSL_do_handshake wrote no KeyUpdate");
+			count++;
 		}
-		/* OpenSSL must have put a KeyUpdate on the wire. */
-		if (BIO_number_written(wbio) == before)
-			fail("SSL_do_handshake wrote no KeyUpdate");
-		count++;
+		len = BIO_read(wbio, batch, sizeof(batch));
+		if (len <= 0)
+			fail("BIO_read");
+		result = write_all(fd, batch, (size_t)len, &sent);
 	}
-	printf("keyupdates=%lu bytes=%lu result=%s\n", count,
-	    BIO_number_written(wbio) - start_bytes, result);
+	if (result == NULL)
+		result = "timeout";
+	printf("keyupdates=%lu bytes=%lu result=%s\n", count, sent, result);
 	(void)fflush(stdout);
 	/* No close_notify: it could block, and the test ends here. */
 	SSL_free(ssl);
