@@ -32,6 +32,9 @@ STALL = 10 if VALGRIND else 3
 # buffers on both hops (Linux autotunes mailproxy's receive buffer to a
 # few MB) and mailproxy's queues. Without a bound it is everything.
 SEND_BOUND = 32 * 1024 * 1024
+# How long an ended session may linger, reading and dropping what the
+# client sends while its goodbye goes out (session.c FLUSH_TIMEOUT_MS).
+FLUSH = 5
 # Growth of mailproxy's RSS that a bounded session may cause.
 RSS_GROWTH_KB = 8 * 1024
 SMALL_BUF = 4096
@@ -93,6 +96,28 @@ def send_until_stalled(sock, chunks, bound=SEND_BOUND, stall=STALL):
             if sent >= bound:
                 return Flood(sent, "unbounded")
     return Flood(sent, "exhausted")
+
+
+def drain(sock, limit=1 << 20, timeout=SLACK):
+    """What sock delivers until EOF, an error, limit bytes or timeout
+    seconds; returns (data, whether it ended in EOF)."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while len(data) < limit:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            break
+        except OSError:
+            return data, False
+        if not chunk:
+            return data, True
+        data += chunk
+    return data, False
 
 
 def repeat(data, size=65536):
