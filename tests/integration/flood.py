@@ -21,8 +21,7 @@ import threading
 import time
 
 VALGRIND = os.environ.get("MAILPROXY_VALGRIND") == "1"
-SANITIZED = bool(os.environ.get("ASAN_OPTIONS")
-                 or os.environ.get("TSAN_OPTIONS"))
+SANITIZED = "ASAN_OPTIONS" in os.environ or "TSAN_OPTIONS" in os.environ
 
 # Added to a configured deadline before a test calls it missed.
 SLACK = 40 if VALGRIND else 15 if SANITIZED else 10
@@ -265,6 +264,3 @@ class Deadline:
 
     def elapsed(self):
         return time.monotonic() - self.start
-
-    def left(self):
-        return max(0.1, self.limit - self.elapsed())

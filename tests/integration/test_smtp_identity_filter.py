@@ -24,7 +24,7 @@ import unittest
 
 import mailenv
 from flood import SLACK
-from wire import SERVER_NAME, StarttlsCase
+from wire import StarttlsCase
 
 INSUFFICIENT = (550, b"5.7.0 Error: insufficient authorization")
 TLS_ACTIVE = (554, b"5.5.1 Error: TLS already active")
