@@ -47,12 +47,11 @@ class SmtpIdentityFilterTest(StarttlsCase):
 
     def setUp(self):
         postfix = "127.0.0.1:%d" % self.env.smtp_port
+        # Started by each test's "with self.mp:".
         self.mp = self.proxy(listeners={
             "smtps": self.listener("smtp", postfix, tls="implicit"),
             "mx": self.listener("smtp", postfix, mode="optional"),
         })
-        self.mp.__enter__()
-        self.addCleanup(self.mp.__exit__, None, None, None)
         self.since = self.env.log_size("postfix")
 
     # -- clients -----------------------------------------------------------
@@ -123,64 +122,75 @@ class SmtpIdentityFilterTest(StarttlsCase):
     # -- scenarios ---------------------------------------------------------
 
     def test_smtps_after_mail_and_rset(self):
-        self.mail_rset_then_refused(self.smtps(), tls=True)
+        with self.mp:
+            self.mail_rset_then_refused(self.smtps(), tls=True)
+            self.assertStopsCleanly(self.mp)
 
     def test_port25_plaintext_after_mail_and_rset(self):
-        self.mail_rset_then_refused(self.mx(starttls=False), tls=False)
+        with self.mp:
+            self.mail_rset_then_refused(self.mx(starttls=False), tls=False)
+            self.assertStopsCleanly(self.mp)
 
     def test_port25_starttls_after_mail_and_rset(self):
-        self.mail_rset_then_refused(self.mx(starttls=True), tls=True)
+        with self.mp:
+            self.mail_rset_then_refused(self.mx(starttls=True), tls=True)
+            self.assertStopsCleanly(self.mp)
 
     def test_data_body_delivered_intact_then_still_refused(self):
-        for name, smtp, tls in (("smtps", self.smtps(), True),
-                                ("mx", self.mx(starttls=False), False)):
-            with self.subTest(listener=name):
-                self.since = self.env.log_size("postfix")
-                self.assertEqual(smtp.ehlo("client.example.org")[0], 250)
-                message, subject = self.message("DATA via " + name)
-                self.assertEqual(smtp.sendmail(
-                    "x@a.test", [self.env.address], message), {})
-                self.assertDelivered(subject, message)
-                # After the final dot: still mailproxy's to refuse.
-                self.assertRefused(smtp, tls)
-                smtp.quit()
-                self.assertPostfixSawNoSpoof()
+        with self.mp:
+            for name, smtp, tls in (("smtps", self.smtps(), True),
+                                    ("mx", self.mx(starttls=False), False)):
+                with self.subTest(listener=name):
+                    self.since = self.env.log_size("postfix")
+                    self.assertEqual(smtp.ehlo("client.example.org")[0], 250)
+                    message, subject = self.message("DATA via " + name)
+                    self.assertEqual(smtp.sendmail(
+                        "x@a.test", [self.env.address], message), {})
+                    self.assertDelivered(subject, message)
+                    # After the final dot: still mailproxy's to refuse.
+                    self.assertRefused(smtp, tls)
+                    smtp.quit()
+                    self.assertPostfixSawNoSpoof()
+            self.assertStopsCleanly(self.mp)
 
     def test_bdat_chunk_delivered_intact_then_still_refused(self):
-        smtp = self.smtps()
-        self.assertEqual(smtp.ehlo("client.example.org")[0], 250)
-        self.assertTrue(smtp.has_extn("chunking"))
-        message, subject = self.message("BDAT")
-        self.assertEqual(smtp.mail("x@a.test"), (250, b"2.1.0 Ok"))
-        self.assertEqual(smtp.rcpt(self.env.address)[0], 250)
-        smtp.send(b"BDAT %d LAST\r\n" % len(message) + message)
-        code, text = smtp.getreply()
-        self.assertEqual(code, 250, text)
-        self.assertIn(b" queued as ", text)
-        self.assertDelivered(subject, message)
-        self.assertRefused(smtp, tls=True)
-        smtp.quit()
-        self.assertPostfixSawNoSpoof()
+        with self.mp:
+            smtp = self.smtps()
+            self.assertEqual(smtp.ehlo("client.example.org")[0], 250)
+            self.assertTrue(smtp.has_extn("chunking"))
+            message, subject = self.message("BDAT")
+            self.assertEqual(smtp.mail("x@a.test"), (250, b"2.1.0 Ok"))
+            self.assertEqual(smtp.rcpt(self.env.address)[0], 250)
+            smtp.send(b"BDAT %d LAST\r\n" % len(message) + message)
+            code, text = smtp.getreply()
+            self.assertEqual(code, 250, text)
+            self.assertIn(b" queued as ", text)
+            self.assertDelivered(subject, message)
+            self.assertRefused(smtp, tls=True)
+            smtp.quit()
+            self.assertPostfixSawNoSpoof()
+            self.assertStopsCleanly(self.mp)
 
     def test_bdat_before_mail_answered_at_once(self):
-        smtp = self.smtps()
-        self.assertEqual(smtp.ehlo("client.example.org")[0], 250)
-        smtp.sock.settimeout(SLACK)
-        smtp.send(b"BDAT 3\r\nabc")
-        try:
-            code, text = smtp.getreply()
-        except smtplib.SMTPServerDisconnected as exc:
-            self.fail("no reply to BDAT 3 and its 3 octets in %d s "
-                      "(Postfix answers at once): %s" % (SLACK, exc))
-        # Postfix 3.7: "503 5.5.1 Error: need RCPT command" (older ones
-        # say MAIL).
-        self.assertEqual(code, 503, text)
-        self.assertTrue(text.startswith(b"5.5.1 Error: need "), text)
-        # The 3 octets were the chunk, not a command.
-        self.assertEqual(smtp.noop(), (250, b"2.0.0 Ok"))
-        self.assertRefused(smtp, tls=True)
-        smtp.quit()
-        self.assertPostfixSawNoSpoof()
+        with self.mp:
+            smtp = self.smtps()
+            self.assertEqual(smtp.ehlo("client.example.org")[0], 250)
+            smtp.sock.settimeout(SLACK)
+            smtp.send(b"BDAT 3\r\nabc")
+            try:
+                code, text = smtp.getreply()
+            except smtplib.SMTPServerDisconnected as exc:
+                self.fail("no reply to BDAT 3 and its 3 octets in %d s "
+                          "(Postfix answers at once): %s" % (SLACK, exc))
+            # Postfix 3.7 says "503 5.5.1 Error: need RCPT command".
+            self.assertEqual(code, 503, text)
+            self.assertTrue(text.startswith(b"5.5.1 Error: need "), text)
+            # The 3 octets were the chunk, not a command.
+            self.assertEqual(smtp.noop(), (250, b"2.0.0 Ok"))
+            self.assertRefused(smtp, tls=True)
+            smtp.quit()
+            self.assertPostfixSawNoSpoof()
+            self.assertStopsCleanly(self.mp)
 
 
 if __name__ == "__main__":
