@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "mailproxy/error.h"
+#include "mailproxy/proto_line.h"
 
 static const char *const names[PROTO_COUNT_] = {
     [PROTO_IMAP] = "imap",
@@ -309,4 +310,25 @@ proto_unavailable(struct proto_out *o, const struct proto_params *p,
 	o->end = PROTO_END_BACKEND;
 	o->error = reason;
 	o->event = PROTO_CLOSE;
+}
+
+size_t
+proto_client_line(struct proto_out *o, const struct proto_params *p,
+    const char *in, size_t len, size_t max)
+{
+	long n = proto_line_find(in, len, max, true);
+
+	if (n == PROTO_LINE_BARE)
+		proto_close(o, p, PROTO_END_PROTOCOL,
+		    "bare CR, LF or NUL in command line");
+	else if (n == PROTO_LINE_TOO_LONG)
+		proto_close(o, p, PROTO_END_PROTOCOL, "command line too long");
+	return n > 0 ? (size_t)n : 0;
+}
+
+void
+proto_greet(void *st, const struct proto_params *p, struct proto_out *o)
+{
+	(void)st;
+	proto_say(o, p, PROTO_REPLY_GREETING, NULL, 0);
 }

@@ -67,20 +67,12 @@ trailing_literal(const char *line, size_t n, uint64_t *size)
 	return plus ? LIT_NONSYNC : LIT_SYNC;
 }
 
-/* One client line's length; 0 when more is needed, or when the line is
- * broken (then o closes the dialogue). */
+/* One client line's length, or 0 (see proto_client_line). */
 static size_t
 client_line(const struct proto_params *p, const char *in, size_t len,
     struct proto_out *o)
 {
-	long n = proto_line_find(in, len, PROTO_IMAP_LINE_MAX, true);
-
-	if (n == PROTO_LINE_BARE)
-		proto_close(o, p, PROTO_END_PROTOCOL,
-		    "bare CR, LF or NUL in command line");
-	else if (n == PROTO_LINE_TOO_LONG)
-		proto_close(o, p, PROTO_END_PROTOCOL, "command line too long");
-	return n > 0 ? (size_t)n : 0;
+	return proto_client_line(o, p, in, len, PROTO_IMAP_LINE_MAX);
 }
 
 /* A command line, taken apart. */
@@ -185,13 +177,6 @@ id_overrides(const char *p, size_t n)
 		start = p[i] == ' ' || p[i] == '(';
 	}
 	return false;
-}
-
-static void
-greet(void *v, const struct proto_params *p, struct proto_out *o)
-{
-	(void)v;
-	proto_say(o, p, PROTO_REPLY_GREETING, NULL, 0);
 }
 
 /* Before TLS: every command is answered by mailproxy. */
@@ -574,7 +559,7 @@ mid_reply(const void *v)
 }
 
 const struct proto_ops proto_imap_ops = {
-    .greet = greet,
+    .greet = proto_greet,
     .plain = plain,
     .tls = tls,
     .greeting = greeting,

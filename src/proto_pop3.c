@@ -13,27 +13,12 @@
 
 #include "mailproxy/proto_line.h"
 
-static void
-greet(void *v, const struct proto_params *p, struct proto_out *o)
-{
-	(void)v;
-	proto_say(o, p, PROTO_REPLY_GREETING, NULL, 0);
-}
-
-/* One client line's length; 0 when more is needed, or when the line is
- * broken (then o closes the dialogue). */
+/* One client line's length, or 0 (see proto_client_line). */
 static size_t
 client_line(const struct proto_params *p, const char *in, size_t len,
     struct proto_out *o)
 {
-	long n = proto_line_find(in, len, PROTO_POP3_LINE_MAX, true);
-
-	if (n == PROTO_LINE_BARE)
-		proto_close(o, p, PROTO_END_PROTOCOL,
-		    "bare CR, LF or NUL in command line");
-	else if (n == PROTO_LINE_TOO_LONG)
-		proto_close(o, p, PROTO_END_PROTOCOL, "command line too long");
-	return n > 0 ? (size_t)n : 0;
+	return proto_client_line(o, p, in, len, PROTO_POP3_LINE_MAX);
 }
 
 static void
@@ -265,7 +250,7 @@ mid_reply(const void *v)
 }
 
 const struct proto_ops proto_pop3_ops = {
-    .greet = greet,
+    .greet = proto_greet,
     .plain = plain,
     .tls = tls,
     .greeting = greeting,

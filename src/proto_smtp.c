@@ -18,13 +18,6 @@
 
 #include "mailproxy/proto_line.h"
 
-static void
-greet(void *v, const struct proto_params *p, struct proto_out *o)
-{
-	(void)v;
-	proto_say(o, p, PROTO_REPLY_GREETING, NULL, 0);
-}
-
 /*
  * One client line's length; 0 when more is needed, or when the line is
  * broken (then o closes the dialogue). A line is at most
@@ -34,18 +27,14 @@ static size_t
 client_line(const struct proto_params *p, const char *in, size_t len, bool sasl,
     struct proto_out *o)
 {
-	long ln = proto_line_find(in, len, PROTO_SMTP_AUTH_MAX, true);
+	size_t n = proto_client_line(o, p, in, len, PROTO_SMTP_AUTH_MAX);
 
-	if (ln > 0 && !sasl && (size_t)ln > PROTO_SMTP_LINE_MAX &&
-	    !proto_line_word_is(in, proto_line_word_len(in, (size_t)ln),
-	        "AUTH"))
-		ln = PROTO_LINE_TOO_LONG;
-	if (ln == PROTO_LINE_BARE)
-		proto_close(o, p, PROTO_END_PROTOCOL,
-		    "bare CR, LF or NUL in command line");
-	else if (ln == PROTO_LINE_TOO_LONG)
+	if (n > PROTO_SMTP_LINE_MAX && !sasl &&
+	    !proto_line_word_is(in, proto_line_word_len(in, n), "AUTH")) {
 		proto_close(o, p, PROTO_END_PROTOCOL, "command line too long");
-	return ln > 0 ? (size_t)ln : 0;
+		return 0;
+	}
+	return n;
 }
 
 /* A verb as RFC 5321 writes it: letters, digits and '-', then a space or
@@ -601,7 +590,7 @@ mid_reply(const void *v)
 }
 
 const struct proto_ops proto_smtp_ops = {
-    .greet = greet,
+    .greet = proto_greet,
     .plain = plain,
     .tls = tls,
     .greeting = greeting,

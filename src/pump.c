@@ -207,20 +207,20 @@ write_error(const struct pump_side *x)
 	return PUMP_ERR_TLS;
 }
 
+/* What the owner is told with a failure from write_error(). */
 static const char *
-error_detail(const struct pump_side *x, enum pump_error e)
+error_detail(enum pump_error e)
 {
 	switch (e) {
 	case PUMP_ERR_LIMIT:
 		return "session buffer limit reached";
-	case PUMP_ERR_NOMEM:
-		return NULL;
-	case PUMP_ERR_SOCKET:
 	case PUMP_ERR_TLS:
+		return tls_error_reason("TLS error");
+	case PUMP_ERR_NOMEM:
+	case PUMP_ERR_SOCKET:
 		break;
 	}
-	(void)x;
-	return tls_error_reason("TLS error");
+	return NULL;
 }
 
 /* Gives an emptied input chunk back, so an idle side holds nothing. */
@@ -397,7 +397,7 @@ read_failed(struct pump_side *x, int n)
 		return 1;
 	}
 	if (x->over_cap || x->no_memory) {
-		fail(x, write_error(x), error_detail(x, write_error(x)));
+		fail(x, write_error(x), error_detail(write_error(x)));
 		return -1;
 	}
 	if (x->tls_io.eof) {
@@ -675,7 +675,7 @@ handshake(struct pump_side *x)
 		return;
 	}
 	if (x->over_cap || x->no_memory) {
-		fail(x, write_error(x), error_detail(x, write_error(x)));
+		fail(x, write_error(x), error_detail(write_error(x)));
 		return;
 	}
 	err = SSL_get_error(x->ssl, r);
@@ -708,8 +708,7 @@ relay_decrypt(struct pump_side *x, struct pump_side *y)
 			return;
 		}
 		if (!within_cap(y, BUF_CHUNK_SIZE)) {
-			fail(y, PUMP_ERR_LIMIT,
-			    error_detail(y, PUMP_ERR_LIMIT));
+			fail(y, PUMP_ERR_LIMIT, error_detail(PUMP_ERR_LIMIT));
 			return;
 		}
 		at = buf_queue_reserve(&y->out, pool_of(y), &room);
@@ -750,8 +749,7 @@ relay_encrypt(struct pump_side *x, struct pump_side *y)
 		ERR_clear_error();
 		n = SSL_write(y->ssl, in->data + in->start, (int)len);
 		if (n <= 0) {
-			fail(y, write_error(y),
-			    error_detail(y, write_error(y)));
+			fail(y, write_error(y), error_detail(write_error(y)));
 			return;
 		}
 		assert((size_t)n == len);
@@ -775,8 +773,7 @@ relay_plain(struct pump_side *x, struct pump_side *y)
 
 	if (len > 0) {
 		if (!within_cap(y, len)) {
-			fail(y, PUMP_ERR_LIMIT,
-			    error_detail(y, PUMP_ERR_LIMIT));
+			fail(y, PUMP_ERR_LIMIT, error_detail(PUMP_ERR_LIMIT));
 			return;
 		}
 		y->last_out = x->in->data[x->in->end - 1];

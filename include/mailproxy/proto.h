@@ -208,6 +208,18 @@ void proto_unavailable(struct proto_out *o, const struct proto_params *p,
     const char *reason);
 
 /*
+ * The length of the client's first line in in[0..len), CRLF included,
+ * framed strictly (proto_line_find) within max bytes; 0 when more is
+ * needed, or when the line is broken: then o closes the dialogue with
+ * the protocol error that says why.
+ */
+size_t proto_client_line(struct proto_out *o, const struct proto_params *p,
+    const char *in, size_t len, size_t max);
+
+/* struct proto_ops' greet for every protocol: PROTO_REPLY_GREETING. */
+void proto_greet(void *st, const struct proto_params *p, struct proto_out *o);
+
+/*
  * A protocol module: its functions take its own state (zeroed is a valid
  * start, see each module's header) as void *. Each step consumes at most
  * one line, or one run of literal, DATA or BDAT octets, and returns how
