@@ -291,6 +291,25 @@ proto_forward(struct proto_out *o, const char *p, size_t n)
 	o->to_backend_len = n;
 }
 
+char *
+proto_forward_room(struct proto_out *o, size_t *room_out)
+{
+	/* The text is the backend's alone in such a step. */
+	assert(
+	    o->to_client == NULL && o->text_len == 0 && o->to_backend == NULL);
+	*room_out = sizeof(o->text);
+	return o->text;
+}
+
+void
+proto_forward_commit(struct proto_out *o, size_t n)
+{
+	assert(n <= sizeof(o->text));
+	o->text_len = n;
+	o->to_backend = o->text;
+	o->to_backend_len = n;
+}
+
 void
 proto_close(struct proto_out *o, const struct proto_params *p,
     enum proto_end end, const char *reason)

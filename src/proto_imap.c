@@ -343,6 +343,33 @@ swallow(struct proto_imap *st, enum literal lit, uint64_t size)
 	st->state = size > 0 ? PROTO_IMAP_LITERAL : PROTO_IMAP_REST;
 }
 
+/*
+ * Forwards a line that ends in a non-synchronising literal "{n+}" as a
+ * synchronising one, "{n}", and waits for the backend's "+". Only a
+ * parser that got as far as the literal sends it: one that stopped at an
+ * error before (Dovecot answers BAD and skips to the end of the line)
+ * would take the octets, already on their way, for its next command,
+ * which mailproxy would have forwarded unread (an ID that poses as the
+ * client's address, say). The backend's BAD instead makes mailproxy drop
+ * them, as the client meant them: the command's data.
+ */
+static void
+forward_synchronised(struct proto_imap *st, const char *line, size_t n,
+    uint64_t size, struct proto_out *o)
+{
+	size_t end = proto_line_chomp(line, n), room;
+	char *out = proto_forward_room(o, &room);
+
+	/* line[end - 2] is the '+' of "{n+}". */
+	memcpy(out, line, end - 2);
+	memcpy(out + end - 2, line + end - 1, n - end + 1);
+	proto_forward_commit(o, n - 1);
+	st->literal = size;
+	st->literal_wait = true;
+	st->converted = true;
+	st->state = PROTO_IMAP_WAIT;
+}
+
 /* The command line (or what follows a literal) went to the backend: a
  * literal at its end decides what comes next. */
 static void
@@ -417,6 +444,10 @@ command(struct proto_imap *st, const struct proto_params *p, const char *in,
 	memcpy(st->tag, c.tag, c.tl);
 	st->tag_len = c.tl;
 	st->swallow = false;
+	if (c.lit == LIT_NONSYNC) {
+		forward_synchronised(st, in, c.n, c.size, o);
+		return c.n;
+	}
 	proto_forward(o, in, c.n);
 	after_line(st, c.lit, c.size);
 	return c.n;
@@ -464,9 +495,12 @@ client(void *v, const struct proto_params *p, const char *in, size_t len,
 			swallow(st, lit, size);
 			return n;
 		}
-		if (lit == LIT_NONSYNC &&
-		    !nonsync_allowed(st, p, st->tag, st->tag_len, size, o))
+		if (lit == LIT_NONSYNC) {
+			if (nonsync_allowed(st, p, st->tag, st->tag_len, size,
+			        o))
+				forward_synchronised(st, in, n, size, o);
 			return n;
+		}
 		proto_forward(o, in, n);
 		after_line(st, lit, size);
 		return n;
@@ -513,9 +547,12 @@ backend(void *v, const struct proto_params *p, const char *in, size_t len,
 		return n;
 	}
 	if (in[0] == '+' && st->state == PROTO_IMAP_WAIT) {
-		proto_relay(o, in, n);
+		/* A client that sent {n+} asked for no "+". */
+		if (!st->converted)
+			proto_relay(o, in, n);
 		if (st->literal_wait) {
 			st->literal_wait = false;
+			st->converted = false;
 			st->client_left = st->literal;
 			st->state = st->literal > 0 ? PROTO_IMAP_LITERAL :
 			                              PROTO_IMAP_REST;
@@ -529,6 +566,14 @@ backend(void *v, const struct proto_params *p, const char *in, size_t len,
 	if (st->state == PROTO_IMAP_WAIT && st->tag_len > 0 &&
 	    end > st->tag_len && memcmp(in, st->tag, st->tag_len) == 0 &&
 	    in[st->tag_len] == ' ') {
+		if (st->literal_wait && st->converted) {
+			/* Refused before its literal: the octets the
+			 * client sent unasked, and the rest of its line,
+			 * are the command's, not commands. */
+			st->literal_wait = st->converted = false;
+			swallow(st, LIT_NONSYNC, st->literal);
+			return n;
+		}
 		st->literal_wait = false;
 		if (st->auth && end >= st->tag_len + 3 &&
 		    strncasecmp(in + st->tag_len + 1, "OK", 2) == 0 &&

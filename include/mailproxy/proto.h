@@ -188,6 +188,13 @@ void proto_relay(struct proto_out *o, const char *p, size_t n);
 void proto_forward(struct proto_out *o, const char *p, size_t n);
 
 /*
+ * Room in o->text for a line rewritten for the backend (a step that says
+ * nothing to the client); proto_forward_commit() points to_backend at it.
+ */
+char *proto_forward_room(struct proto_out *o, size_t *room_out);
+void proto_forward_commit(struct proto_out *o, size_t n);
+
+/*
  * Room at the end of o->text for a line being rewritten: returns where to
  * write; *room_out says how much fits. proto_text_commit() counts what
  * was written and points to_client at the text.

@@ -29,8 +29,11 @@ struct proto_imap {
 	bool auth;     /* the command at the backend is LOGIN/AUTHENTICATE */
 	char tag[256]; /* tag of the command at the backend */
 	size_t tag_len;
-	uint64_t literal;      /* {n}: octets sent after the backend's "+" */
-	bool literal_wait;     /* such a {n} waits for its "+" */
+	uint64_t literal;  /* {n}: octets sent after the backend's "+" */
+	bool literal_wait; /* such a {n} waits for its "+" */
+	/* That {n} was the client's {n+}: its octets are on their way
+	 * already, and the "+" is not the client's to see. */
+	bool converted;
 	uint64_t client_left;  /* client literal octets still to go */
 	uint64_t backend_left; /* backend literal octets still to go */
 	bool backend_rest;     /* the backend's line goes on after them */

@@ -3127,7 +3127,9 @@ test_dialog_auth_imap_login(void **state)
 	            },
 	    },
 	    {
-	        /* Non-synchronizing literals go at once; what they hold is
+	        /* Non-synchronizing literals go as synchronizing ones: each
+	         * waits for the backend's "+", which the client, having
+	         * sent its octets unasked, does not see. What they hold is
 	         * never a command. */
 	        .protocol = PROTO_IMAP,
 	        .steps =
@@ -3135,13 +3137,34 @@ test_dialog_auth_imap_login(void **state)
 	                IMAP_TLS,
 	                CLIENT(.in = "a LOGIN {5+}\r\nalice {12+}\r\nb STARTTLS"
 	                             "\r\n\r\n",
-	                    .backend = "a LOGIN {5+}\r\nalice {12+}\r\nb "
-	                               "STARTTLS\r\n\r\n"),
+	                    .backend = "a LOGIN {5}\r\n"),
+	                BACKEND(.in = "+ OK\r\n", .backend = "alice {12}\r\n"),
+	                BACKEND(.in = "+ OK\r\n",
+	                    .backend = "b STARTTLS\r\n\r\n"),
 	                BACKEND(.in = "a NO [AUTHENTICATIONFAILED] "
 	                              "Authentication failed.\r\n",
 	                    .client = "a NO [AUTHENTICATIONFAILED] "
 	                              "Authentication failed.\r\n"),
 	                CLIENT(.in = "c NOOP\r\n", .backend = "c NOOP\r\n"),
+	            },
+	    },
+	    {
+	        /* The bypass a {n+} would allow: the backend refuses the
+	         * line before its literal (Dovecot: BAD, then it reads on
+	         * after the line). Forwarded as {n}, the literal waits for a
+	         * "+" that never comes; after the BAD its octets, and the
+	         * rest of the line, are dropped: the ID never reaches the
+	         * backend as a command. */
+	        .protocol = PROTO_IMAP,
+	        .steps =
+	            {
+	                IMAP_TLS,
+	                CLIENT(.in = "a LOGIN ) {37+}\r\nb ID (\"x-originating-"
+	                             "ip\" \"6.6.6.6\")\r\n",
+	                    .backend = "a LOGIN ) {37}\r\n"),
+	                BACKEND(.in = "a BAD Error in IMAP command LOGIN\r\n",
+	                    .client = "a BAD Error in IMAP command LOGIN\r\n"),
+	                CLIENT(.in = "\r\nc NOOP\r\n", .backend = "c NOOP\r\n"),
 	            },
 	    },
 	};
@@ -3376,13 +3399,15 @@ test_dialog_imap_nonsync_literal_needs_backend_support(void **state)
 	    },
 	    {
 	        /* LITERAL+ (Dovecot's greeting): a chain of literals in one
-	         * command goes through. */
+	         * command goes through, each as soon as the backend asks. */
 	        .protocol = PROTO_IMAP,
 	        .steps =
 	            {
 	                IMAP_TLS,
 	                CLIENT(.in = "a NOOP {3+}\r\nabc {2+}\r\nde\r\n",
-	                    .backend = "a NOOP {3+}\r\nabc {2+}\r\nde\r\n"),
+	                    .backend = "a NOOP {3}\r\n"),
+	                BACKEND(.in = "+ OK\r\n", .backend = "abc {2}\r\n"),
+	                BACKEND(.in = "+ OK\r\n", .backend = "de\r\n"),
 	                BACKEND(.in = "a OK NOOP completed.\r\n",
 	                    .client = "a OK NOOP completed.\r\n"),
 	            },
@@ -3400,7 +3425,8 @@ test_dialog_imap_nonsync_literal_needs_backend_support(void **state)
 	                    .client = "* OK [CAPABILITY IMAP4rev1 LITERAL-] "
 	                              "hi\r\n"),
 	                CLIENT(.in = "a LOGIN {4+}\r\nabcd",
-	                    .backend = "a LOGIN {4+}\r\nabcd"),
+	                    .backend = "a LOGIN {4}\r\n"),
+	                BACKEND(.in = "+ OK\r\n", .backend = "abcd"),
 	                CLIENT(.in = " {4097+}\r\n",
 	                    .client =
 	                        "a BAD [TOOBIG] Non-synchronizing literal "
@@ -3419,7 +3445,8 @@ test_dialog_imap_nonsync_literal_needs_backend_support(void **state)
 	                BACKEND(.in = "* OK [CAPABILITY IMAP4rev2] hi\r\n",
 	                    .client = "* OK [CAPABILITY IMAP4rev2] hi\r\n"),
 	                CLIENT(.in = "a NOOP {1+}\r\nx\r\n",
-	                    .backend = "a NOOP {1+}\r\nx\r\n"),
+	                    .backend = "a NOOP {1}\r\n"),
+	                BACKEND(.in = "+ OK\r\n", .backend = "x\r\n"),
 	            },
 	    },
 	    {
@@ -3443,7 +3470,8 @@ test_dialog_imap_nonsync_literal_needs_backend_support(void **state)
 	                    .client = "* CAPABILITY IMAP4rev1 LITERAL+\r\n"
 	                              "b OK\r\n"),
 	                CLIENT(.in = "c NOOP {1+}\r\nx\r\n",
-	                    .backend = "c NOOP {1+}\r\nx\r\n"),
+	                    .backend = "c NOOP {1}\r\n"),
+	                BACKEND(.in = "+ OK\r\n", .backend = "x\r\n"),
 	            },
 	    },
 	    {
