@@ -158,9 +158,13 @@ due_ms(const struct session *s)
 		return s->state_ms + conf->timeout_connect_ms;
 	case SESSION_GREETING:
 	case SESSION_DIALOG:
-		if (s->wait == PROTO_WAIT_CLIENT)
-			return min_ms(s->pump.active_ms + idle, login_due(s));
-		return min_ms(s->wait_ms + backend_ms(s), login_due(s));
+		if (s->wait != PROTO_WAIT_CLIENT)
+			return min_ms(s->wait_ms + backend_ms(s), login_due(s));
+		/* A client gone after its last command: the backend has what
+		 * is left of timeout_linger to end it. */
+		if (s->pump.client.ended && idle > conf->timeout_linger_ms)
+			idle = conf->timeout_linger_ms;
+		return min_ms(s->pump.active_ms + idle, login_due(s));
 	case SESSION_RELAY:
 		/* One side done: the other gets the shorter linger. */
 		if ((s->pump.client.ended || s->pump.backend.ended) &&
@@ -527,6 +531,10 @@ relay_start(struct session *s)
 	set_state(s, SESSION_RELAY);
 	pump_set_mode(&s->pump.client, PUMP_RELAY);
 	pump_set_mode(&s->pump.backend, PUMP_RELAY);
+	/* A client that half-closed before its login was answered: the
+	 * backend gets the FIN after the rest. */
+	if (s->pump.client.ended)
+		pump_finish(&s->pump.backend);
 }
 
 static void connect_backend(struct session *s);
@@ -608,7 +616,8 @@ plain_input(struct session *s)
 /* One step of the dialogue on side x; false when it must stop (the
  * session changed state or ended). */
 static bool
-dialog_step(struct session *s, struct pump_side *x, bool *progress)
+dialog_step(struct session *s, struct pump_side *x, bool *progress,
+    bool *forwarded)
 {
 	struct pump_side *c = &s->pump.client;
 	struct proto_out out;
@@ -628,6 +637,8 @@ dialog_step(struct session *s, struct pump_side *x, bool *progress)
 		return false;
 	if (n > 0)
 		*progress = true;
+	if (x == c && out.to_backend_len > 0)
+		*forwarded = true;
 	switch (out.event) {
 	case PROTO_CONTINUE:
 		return true;
@@ -659,22 +670,29 @@ static void
 dialog_input(struct session *s)
 {
 	struct pump_side *c = &s->pump.client, *b = &s->pump.backend;
+	bool progress = true, forwarded = false;
 	enum proto_wait w;
-	bool progress = true;
+	size_t left;
 
 	while (progress) {
 		progress = false;
 		if (!pump_room(c) || !pump_room(b))
 			break;
-		if (!dialog_step(s, b, &progress))
+		if (!dialog_step(s, b, &progress, &forwarded))
 			return;
-		if (s->state == SESSION_DIALOG && !dialog_step(s, c, &progress))
+		if (s->state == SESSION_DIALOG &&
+		    !dialog_step(s, c, &progress, &forwarded))
 			return;
 	}
 	if (s->state != SESSION_DIALOG)
 		return;
+	/* A half-closed client: once its last command is forwarded, the
+	 * backend gets the FIN too, after it (as the relay does). */
+	if (c->ended && !b->want_fin && (pump_input(c, &left), left == 0))
+		pump_finish(b);
+	/* Each reply's deadline counts from its command, pipelined or not. */
 	w = dialog_wait(s->dialog);
-	if (w != s->wait) {
+	if (w != s->wait || forwarded) {
 		s->wait = w;
 		s->wait_ms = now_ms(s);
 		arm_timer(s);
@@ -996,10 +1014,21 @@ client_eof(struct session *s, const char *error)
 		check_done(s);
 		break;
 	case SESSION_PLAIN:
-	case SESSION_RESOLVE:
-	case SESSION_CONNECT:
+		/* Its last commands' answers still go out. */
+		session_finish(s, NO_NOTICE, SESSION_END_CLIENT_CLOSED, error);
+		break;
 	case SESSION_GREETING:
 	case SESSION_DIALOG:
+		/* A half-close, as in the relay: what the client sent before
+		 * still goes through the dialogue, and the backend answers
+		 * it (dialog_input sends it the FIN after the last command). */
+		set_end(s, SESSION_END_CLIENT_CLOSED, error);
+		dialog_input(s);
+		if (s->state == SESSION_GREETING || s->state == SESSION_DIALOG)
+			arm_timer(s);
+		break;
+	case SESSION_RESOLVE:
+	case SESSION_CONNECT:
 	case SESSION_CLOSING:
 	case SESSION_STATE_COUNT_:
 		session_close(s, SESSION_END_CLIENT_CLOSED, error);

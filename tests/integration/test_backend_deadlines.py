@@ -12,6 +12,7 @@ come no earlier than the deadline and within it plus SLACK.
 """
 
 import socket
+import time
 import unittest
 
 from flood import SLACK, Deadline
@@ -83,6 +84,34 @@ class BackendDeadlinesTest(StarttlsCase):
 
     def test_smtp_no_reply(self):
         self.silent("smtp", greets=True)
+
+    def test_smtp_pipelined_commands_each_have_the_deadline(self):
+        # Every reply comes 0.6 s after its command, nine of them in a
+        # pipeline: 5.4 s in all, more than timeout_backend, and none
+        # late. The deadline counts from each command, not the first.
+        def slow(conn, tag, text):
+            time.sleep(0.6)
+            return b"250 2.1.0 Ok\r\n"
+        backend = FakeBackend("smtp", replies={"MAIL": slow, "RCPT": slow})
+        self.addCleanup(backend.stop)
+        pipeline = b"MAIL FROM:<a@b.test>\r\n" + b"".join(
+            b"RCPT TO:<r%d@b.test>\r\n" % i for i in range(8))
+        with self.serve("smtp", backend.address, tls="implicit",
+                        extra="timeout_backend = %ds\n" % TIMEOUT) as mp:
+            c = Client(mp.port("l"), timeout=TIMEOUT + SLACK)
+            self.addCleanup(c.close)
+            c.starttls(self.context())
+            self.assertTrue(c.line().startswith(GREETED["smtp"]))
+            c.send(pipeline)
+            for _ in range(9):
+                self.assertEqual(c.line(), b"250 2.1.0 Ok\r\n")
+            c.send(b"QUIT\r\n")
+            c.until_closed()
+            line = self.only_line(mp)
+            self.assertStopsCleanly(mp)
+        self.assertNotEqual(line["end"], "timeout", line)
+        self.assertEqual(backend.commands()[:9],
+                         pipeline.splitlines(keepends=True))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ forwards the octets Postfix is waiting for).
 
 import email.utils
 import smtplib
+import socket
 import unittest
 
 import mailenv
@@ -194,6 +195,47 @@ class SmtpIdentityFilterTest(StarttlsCase):
             smtp.quit()
             self.assertPostfixSawNoSpoof()
             self.assertStopsCleanly(self.mp)
+
+    def test_port25_half_close_after_quit_still_answered(self):
+        # A sending MTA that pipelines the end of its message and QUIT,
+        # then shuts down its half: the dialogue still forwards both and
+        # the client still hears both replies, as a relay would (a client
+        # that never sees the 250 sends the message again).
+        with self.mp:
+            subject = "half-close %s" % email.utils.make_msgid()
+            message = mailenv.make_message(3000, subject,
+                                           recipient=self.env.address)
+            # RFC 5321 §4.5.2: the client stuffs leading dots.
+            stuffed = message.replace(b"\r\n.", b"\r\n..")
+            with socket.create_connection(
+                    ("127.0.0.1", self.mp.port("mx")), timeout=30) as c:
+                f = c.makefile("rb")
+                self.assertTrue(f.readline().startswith(b"220 "))
+
+                def command(line):
+                    c.sendall(line)
+                    while True:
+                        reply = f.readline()
+                        if reply[3:4] != b"-":
+                            return reply
+                self.assertTrue(command(b"EHLO client.example.org\r\n")
+                                .startswith(b"250 "))
+                self.assertTrue(command(b"MAIL FROM:<x@a.test>\r\n")
+                                .startswith(b"250 "))
+                self.assertTrue(command(b"RCPT TO:<%s>\r\n"
+                                        % self.env.address.encode())
+                                .startswith(b"250 "))
+                self.assertTrue(command(b"DATA\r\n").startswith(b"354 "))
+                c.sendall(stuffed + b".\r\nQUIT\r\n")
+                c.shutdown(socket.SHUT_WR)
+                rest = f.read()
+            self.assertRegex(rest, rb"^250 2\.0\.0 Ok: queued as \S+\r\n"
+                                   rb"221 2\.0\.0 Bye\r\n$")
+            self.assertDelivered(subject, message)
+            line, = self.mp.wait_sessions(1)
+            self.assertStopsCleanly(self.mp)
+        self.assertEqual(line["end"], "client_closed")
+        self.assertEqual(line["state"], "dialog")
 
 
 if __name__ == "__main__":
