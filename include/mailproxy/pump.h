@@ -81,11 +81,12 @@ enum pump_mode {
 	PUMP_DRAIN,
 };
 
+/* Never 0, which pump_send() returns for success. */
 enum pump_error {
-	PUMP_ERR_SOCKET, /* the socket failed; detail is libuv's text */
-	PUMP_ERR_TLS,    /* the TLS layer failed; detail is OpenSSL's */
-	PUMP_ERR_NOMEM,  /* no memory for a chunk or a request */
-	PUMP_ERR_LIMIT,  /* a queue would pass PUMP_QUEUE_CAP */
+	PUMP_ERR_SOCKET = 1, /* the socket failed; detail is libuv's text */
+	PUMP_ERR_TLS,        /* the TLS layer failed; detail is OpenSSL's */
+	PUMP_ERR_NOMEM,      /* no memory for a chunk or a request */
+	PUMP_ERR_LIMIT,      /* a queue would pass PUMP_QUEUE_CAP */
 };
 
 /*
