@@ -200,7 +200,14 @@ class Mailproxy:
             return ""
 
     def lines(self):
-        return [parse_line(l) for l in self.log_text().splitlines() if l]
+        """The complete log lines, parsed. mailproxy writes each line
+        with one write(2), but a reader may still see the first part of
+        one that crosses a page of the file: a last line without its
+        newline is left for the next read."""
+        text = self.log_text()
+        if not text.endswith("\n"):
+            text = text[:text.rfind("\n") + 1]
+        return [parse_line(l) for l in text.splitlines() if l]
 
     def sessions(self, event="close", **match):
         """Connection log lines of one event whose fields equal match."""
