@@ -28,10 +28,14 @@ STANDARD = {"imaps": 993, "pop3s": 995, "submissions": 465, "imap": 143,
 
 
 def choose_ports(mode):
+    """The listeners' ports, and the sockets that hold random ones until
+    mailproxy has bound them (mailenv.reserve_port)."""
     if mode == "standard" or (mode == "auto" and all(
             mailenv._port_bindable(p) for p in STANDARD.values())):
-        return dict(STANDARD)
-    return {name: mailenv.free_port() for name in STANDARD}
+        return dict(STANDARD), []
+    reserved = {name: mailenv.reserve_port() for name in STANDARD}
+    return ({name: port for name, (port, _) in reserved.items()},
+            [sock for _, sock in reserved.values()])
 
 
 def demo_config(env, ca, ports):
@@ -76,12 +80,14 @@ def main():
             1200, "Welcome to the mailproxy demo", sender="demo@example.org",
             recipient=env.address))
         ca = mailenv.TestCA(os.path.join(env.tmp, "tls"))
-        ports = choose_ports(args.ports)
+        ports, held = choose_ports(args.ports)
         config = demo_config(env, ca, ports)
         mp = Mailproxy(env, ca, raw_config=config)
         if not run([binary(), "-t", "-c", mp.config_path]):
             return 1
         with mp:
+            for sock in held:
+                sock.close()
             user = "%s:%s" % (env.user, env.password)
             ok = run(["curl", "-sS", "--cacert", ca.ca_pem, "-u", user,
                       "imaps://localhost:%d/INBOX;UID=1;SECTION=HEADER"

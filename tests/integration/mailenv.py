@@ -56,7 +56,8 @@ import time
 import unittest
 
 __all__ = [
-    "free_port", "keep_tmp", "make_message", "to_crlf", "to_lf", "TestCA",
+    "free_port", "reserve_port", "keep_tmp", "make_message", "to_crlf",
+    "to_lf", "TestCA",
     "MailEnv", "DumpLogsOnFailure", "StartupError",
 ]
 
@@ -105,6 +106,31 @@ def free_port():
         if port not in _GIVEN_PORTS:
             _GIVEN_PORTS.add(port)
             return port
+    raise RuntimeError("no free port found")
+
+
+def reserve_port(host=HOST):
+    """Return (port, socket): a TCP port on host and a socket that holds
+    it for a server binding it with SO_REUSEPORT (mailproxy, HAProxy).
+
+    free_port() does not do for those: SO_REUSEPORT lets a second
+    process of the same user bind a port already in use, so a parallel
+    test that picked the same port in the window before the bind would
+    share it silently instead of failing.  The socket is bound with
+    SO_REUSEPORT and never listens, so the server can bind beside it
+    while every other bind(0) (free_port(), reserve_port()) skips the
+    port.  Close it once the server listens.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(1000):
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port, s
+        s.close()
     raise RuntimeError("no free port found")
 
 

@@ -105,6 +105,9 @@ class Mailproxy:
             global_extra += "log = %s\n" % log_file
         self.proc = None
         self.ports = {}
+        # Sockets that hold the listeners' ports until mailproxy has
+        # bound them (mailenv.reserve_port).
+        self.held = []
         if raw_config is not None:
             config = raw_config
         else:
@@ -115,7 +118,8 @@ class Mailproxy:
                      "[tls]\ncertificate = %s\nkey = %s\n%s\n"
                      % (ca.chain_pem, ca.key_pem, tls_extra)]
             for name, (protocol, backend, extra) in listeners.items():
-                port = mailenv.free_port()
+                port, sock = mailenv.reserve_port()
+                self.held.append(sock)
                 self.ports[name] = port
                 parts.append(listener_section(name, protocol, port, backend,
                                               extra))
@@ -139,12 +143,28 @@ class Mailproxy:
                     "--errors-for-leak-kinds=definite,indirect"] + argv
         return argv
 
+    def release_ports(self):
+        for sock in getattr(self, "held", ()):
+            sock.close()
+        self.held = []
+
+    def __del__(self):
+        self.release_ports()
+
     def start(self):
         self.log = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
             self.argv(), stdin=subprocess.DEVNULL, stdout=self.log,
             stderr=subprocess.STDOUT, env=self.environ,
             preexec_fn=mailenv._child_setup)
+        try:
+            return self._wait_started()
+        finally:
+            # Bound by now (it binds before it says "started"), or it
+            # never will be.
+            self.release_ports()
+
+    def _wait_started(self):
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -74,7 +74,8 @@ class BackendKindsTest(ProxyTestCase):
         self.assertNormalEnd(line)
 
     def test_ipv6_listener(self):
-        port = mailenv.free_port()
+        port, hold = mailenv.reserve_port("::1")
+        self.addCleanup(hold.close)
         config = ("[tls]\ncertificate = %s\nkey = %s\n"
                   "[listener imaps6]\nprotocol = imap\nlisten = [::1]:%d\n"
                   "backend = 127.0.0.1:%d\n"

@@ -460,9 +460,8 @@ class HeaderBytesTest(ProxyProtocolCase):
         text = "proxy_protocol = %s\n%s" % (version, extra)
         port6 = None
         if ipv6_too:
-            with socket.socket(socket.AF_INET6) as s:
-                s.bind(("::1", 0))
-                port6 = s.getsockname()[1]
+            port6, hold = mailenv.reserve_port("::1")
+            self.addCleanup(hold.close)
             text += "listen = [::1]:%d\n" % port6
         mp = self.serve(protocol, backend.address, extra=text, tls=tls)
         return backend, mp, port6
@@ -949,7 +948,9 @@ class HaproxyChainTest(ProxyProtocolCase):
     def test_client_address_end_to_end(self):
         directory = os.path.join(self.env.tmp, "haproxy")
         os.makedirs(directory, exist_ok=True)
-        port = mailenv.free_port()
+        # HAProxy binds with SO_REUSEPORT, as mailproxy does.
+        port, hold = mailenv.reserve_port()
+        self.addCleanup(hold.close)
         with self.mailproxy("mp1") as mp1, self.mailproxy("mp2") as mp2:
             proc, err_path = self.start_haproxy(HAPROXY_CFG.format(
                 port=port, mp1=mp1.port("l"), mp2=mp2.port("l")), directory)
@@ -960,6 +961,7 @@ class HaproxyChainTest(ProxyProtocolCase):
                         self.fail("haproxy did not start (%s):\n%s"
                                   % (proc.poll(), f.read()))
                 time.sleep(0.05)
+            hold.close()
 
             since = self.env.log_size("dovecot")
             client_ports = []
