@@ -6,16 +6,21 @@ the log says backend_refused. The listener keeps serving afterwards.
 import imaplib
 import poplib
 import smtplib
+import socket
 import unittest
 
-import mailenv
 from proxy import ProxyTestCase, recv_until_closed, tls_connect
 
 
 class BackendDownTest(ProxyTestCase):
 
     def down_listeners(self):
-        dead = mailenv.free_port()  # nothing listens there
+        # Bound but never listening: a connect there is refused, and no
+        # parallel test can take the port and listen on it meanwhile.
+        hole = socket.socket()
+        self.addCleanup(hole.close)
+        hole.bind(("127.0.0.1", 0))
+        dead = hole.getsockname()[1]
         return {
             "imaps": ("imap", "127.0.0.1:%d" % dead, ""),
             "pop3s": ("pop3", "127.0.0.1:%d" % dead, ""),
