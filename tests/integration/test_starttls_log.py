@@ -37,36 +37,49 @@ class StarttlsLogTest(StarttlsCase):
     # -- J70 ---------------------------------------------------------------
 
     def test_j70_one_line_per_connection_however_it_ends(self):
+        clients = []    # in the order of the sessions below
+
+        def greeted():
+            c = self.greeted(mp, "imap")
+            clients.append("127.0.0.1:%d" % c.sock.getsockname()[1])
+            return c
+
         with FakeBackend("imap") as fb, \
                 self.serve("imap", fb.address) as mp:
             # A port scan: connect, close.
-            socket.create_connection(("127.0.0.1", mp.port("l"))).close()
+            with socket.create_connection(("127.0.0.1", mp.port("l"))) as s:
+                clients.append("127.0.0.1:%d" % s.getsockname()[1])
             # Greeted, then gone.
-            self.greeted(mp, "imap").close()
+            greeted().close()
             # LOGOUT before TLS.
-            c = self.greeted(mp, "imap")
+            c = greeted()
             c.send(b"a LOGOUT\r\n")
             c.until_closed()
             # STARTTLS answered, then gone before the handshake.
-            c = self.greeted(mp, "imap")
+            c = greeted()
             c.send(b"a STARTTLS\r\n")
             self.assertEqual(c.line(), b"a OK Begin TLS negotiation now.\r\n")
             c.close()
             # STARTTLS answered, then plaintext garbage for a handshake.
-            c = self.greeted(mp, "imap")
+            c = greeted()
             c.send(b"a STARTTLS\r\n")
             c.line()
             c.send_raw(b"GET / HTTP/1.0\r\n\r\n")
             c.until_closed()
             # A whole session: upgrade, a command at the backend, close.
-            c = self.greeted(mp, "imap")
+            c = greeted()
             self.upgrade(c, "imap")
             c.send(b"c NOOP\r\n")
             self.assertEqual(c.imap_reply(b"c"), [b"c OK NOOP completed.\r\n"])
             c.close()
-            lines = mp.wait_sessions(6)
+            self.assertEqual(len(mp.wait_sessions(6)), 6, mp.log_text())
             self.assertStopsCleanly(mp)
         self.assertEqual(len(mp.sessions()), 6, mp.log_text())
+        # In the order of the connections above, found by client port:
+        # two workers write the lines in whatever order the sessions end.
+        by_client = {l["client"]: l for l in mp.sessions()}
+        self.assertEqual(sorted(by_client), sorted(clients), mp.log_text())
+        lines = [by_client[client] for client in clients]
         # starttls=yes only once the handshake completed; an upgrade
         # that failed is known by state=handshake.
         self.assertEqual([l["starttls"] for l in lines],
