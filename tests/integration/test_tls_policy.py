@@ -428,6 +428,7 @@ class TlsPolicyTest(StarttlsCase):
         # under another; the client gets a full handshake and the other
         # name's certificate. Names served by one certificate share it.
         sess = os.path.join(self.env.tmp, "sni-resume.pem")
+        runs = []
 
         def run(version, flag, sni):
             names = ["-servername", sni] if sni else ["-noservername"]
@@ -435,6 +436,11 @@ class TlsPolicyTest(StarttlsCase):
                            "-crlf", "-ign_eof", version, flag, sess,
                            *names, data=b"a LOGOUT\n")
             self.assertEqual(out.returncode, 0, out.stderr)
+            # Its line before the next run's: with two workers a session
+            # that ended first may still be logged second.
+            runs.append(flag)
+            self.assertEqual(len(mp.wait_sessions(len(runs))), len(runs),
+                             mp.log_text())
             m = re.search(rb"^(New|Reused), (TLSv1\.[23]),", out.stdout,
                           re.M)
             cn = re.search(rb"^subject=CN = (\S+)", out.stdout, re.M)
