@@ -164,7 +164,14 @@ class TlsPolicyTest(StarttlsCase):
                 time.sleep(1)
                 p.stdin.write(b"R\n")
                 p.stdin.flush()
-                time.sleep(1)
+                # s_client drops whatever came in the same read as the
+                # "R": the next line goes only once it has taken that.
+                deadline = time.monotonic() + 20
+                while (b"RENEGOTIATING" not in os.pread(
+                        out.fileno(), 1 << 20, 0)
+                       and p.poll() is None
+                       and time.monotonic() < deadline):
+                    time.sleep(0.05)
                 try:
                     # Makes s_client write, which drives the handshake.
                     p.stdin.write(b"n NOOP\n")
