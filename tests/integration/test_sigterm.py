@@ -17,6 +17,15 @@ from proxy import ProxyTestCase, recv_until_closed, tls_connect
 BIG = 5 * 1024 * 1024
 
 
+def listening(port):
+    """True while a socket listens on 127.0.0.1:port (/proc/net/tcp, so
+    the check makes no connection)."""
+    want = "0100007F:%04X" % port
+    with open("/proc/net/tcp") as f:
+        return any(row.split()[1] == want and row.split()[3] == "0A"
+                   for row in f.readlines()[1:])
+
+
 class SigtermTest(ProxyTestCase):
 
     @classmethod
@@ -61,7 +70,14 @@ class SigtermTest(ProxyTestCase):
             self.assertEqual(result["rest"], b")\r\n")
             self.assertRegex(result["done"], rb"^\S+ OK Fetch completed")
             busy.logout()
-            # No new sessions once stopping.
+            # No new sessions once stopping: each worker closes its
+            # listening socket when the main thread tells it of the
+            # signal, which may not have happened yet on a busy machine.
+            deadline = time.monotonic() + 5
+            while listening(mp.port("imaps")):
+                self.assertLess(time.monotonic(), deadline,
+                                "still listening after SIGTERM")
+                time.sleep(0.01)
             with self.assertRaises(OSError):
                 socket.create_connection(("127.0.0.1", mp.port("imaps")),
                                          timeout=5)
