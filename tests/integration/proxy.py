@@ -277,6 +277,22 @@ class Mailproxy:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def runnable_seconds(self):
+        """Per thread id of mailproxy, the seconds it has spent on a CPU
+        or waiting on a run queue for one (/proc/PID/task/TID/schedstat).
+        A thread that polls adds wall-clock time whatever the machine's
+        load, where its CPU time would be its share of the machine."""
+        found = {}
+        for tid in os.listdir("/proc/%d/task" % self.proc.pid):
+            try:
+                with open("/proc/%d/task/%s/schedstat"
+                          % (self.proc.pid, tid)) as f:
+                    on_cpu, waiting = f.read().split()[:2]
+            except OSError:
+                continue    # the thread has just ended
+            found[tid] = (int(on_cpu) + int(waiting)) / 1e9
+        return found
+
 
 def tls_connect(ca, port, server_hostname="localhost", timeout=30):
     """A raw TLS socket to a mailproxy listener, verified against ca."""
