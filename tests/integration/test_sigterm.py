@@ -42,7 +42,9 @@ class SigtermTest(ProxyTestCase):
         return imap
 
     def test_drain_finishes_transfers_and_says_bye_to_idle(self):
-        mp = self.proxy(global_extra="drain_timeout = 3s\n").start()
+        # The transfer and the LOGOUT after it must fit in the drain: a
+        # generous one, as both may be slow on a loaded machine.
+        mp = self.proxy(global_extra="drain_timeout = 10s\n").start()
         try:
             idle = self.login(mp)
             busy = self.login(mp)
