@@ -615,13 +615,19 @@ refill(struct pump_side *x)
 		flush_later(x);
 }
 
+/* The chunk pump_input() shows: plaintext as read, or as decrypted. */
+static struct buf_chunk *
+plain_chunk(const struct pump_side *x)
+{
+	return x->ssl != NULL ? x->plain : x->in;
+}
+
 static bool
 has_plain(const struct pump_side *x)
 {
-	size_t len;
+	const struct buf_chunk *c = plain_chunk(x);
 
-	return x->mode == PUMP_DELIVER &&
-	    pump_input((struct pump_side *)x, &len) != NULL && len > 0;
+	return x->mode == PUMP_DELIVER && c != NULL && buf_chunk_len(c) > 0;
 }
 
 /*
@@ -1032,7 +1038,7 @@ pump_start_tls(struct pump_side *x, SSL_CTX *ctx)
 const char *
 pump_input(struct pump_side *x, size_t *len_out)
 {
-	struct buf_chunk *c = x->ssl != NULL ? x->plain : x->in;
+	struct buf_chunk *c = plain_chunk(x);
 
 	*len_out = c != NULL ? buf_chunk_len(c) : 0;
 	return c != NULL ? c->data + c->start : NULL;
@@ -1041,7 +1047,7 @@ pump_input(struct pump_side *x, size_t *len_out)
 void
 pump_consume(struct pump_side *x, size_t n)
 {
-	struct buf_chunk *c = x->ssl != NULL ? x->plain : x->in;
+	struct buf_chunk *c = plain_chunk(x);
 
 	if (n == 0)
 		return;
