@@ -1,9 +1,10 @@
 /*
  * The byte pump (see pump.h). Bytes move without copies where the
  * direction allows: a plaintext chunk read from one socket is handed whole
- * to the other's queue; from a TLS side SSL_read decrypts straight into
- * the other side's queue, and towards one SSL_write encrypts straight into
- * its queue (through the BIO of tls.c, whose writes come back here).
+ * to the other's queue (a small read is copied); from a TLS side SSL_read
+ * decrypts straight into the other side's queue, and towards one
+ * SSL_write encrypts straight into its queue (through the BIO of tls.c,
+ * whose writes come back here).
  *
  * Must not: know a mail protocol or a session phase, call its owner from
  * inside a function the owner called, hold a chunk while idle, read a
@@ -22,7 +23,7 @@
 #define WRITE_SPANS 8
 
 static void process(struct pump_side *x);
-static void flush(struct pump_side *x, bool wrote);
+static void flush(struct pump_side *x, bool wrote_before);
 static void update_reading(struct pump *p);
 
 static struct buf_pool *
