@@ -107,6 +107,8 @@ static const struct option global_options[] = {
     OPT_TIME(config, "timeout_backend", timeout_backend_ms, 100, SEC(3600)),
     OPT_TIME(config, "timeout_login", timeout_login_ms, SEC(1), SEC(86400)),
     OPT_TIME(config, "drain_timeout", drain_timeout_ms, 0, SEC(86400)),
+    OPT_TIME(config, "reload_drain_timeout", reload_drain_timeout_ms, 0,
+        SEC(7 * 86400)),
     OPT_TIME(config, "busy_poll", busy_poll_ms, 0, SEC(1)),
     {NULL, 0, 0, 0, NULL, 0, 0},
 };
@@ -120,6 +122,7 @@ static const struct option tls_options[] = {
     OPT(config_tls, "session_tickets", OPT_BOOL, session_tickets),
     OPT(config_tls, "sni_certificate", OPT_SNI_CERT, sni),
     OPT(config_tls, "sni_strict", OPT_BOOL, sni_strict),
+    OPT_LOC(config_tls, "ticket_key_file", OPT_STRING, ticket_key_file),
     {NULL, 0, 0, 0, NULL, 0, 0},
 };
 
@@ -1334,6 +1337,7 @@ config_defaults(struct config *cfg)
 	cfg->timeout_backend_ms = SEC(60);
 	cfg->timeout_login_ms = SEC(180);
 	cfg->drain_timeout_ms = SEC(30);
+	cfg->reload_drain_timeout_ms = SEC(3600);
 	cfg->tls.min_version = CONFIG_TLS_1_2;
 	cfg->tls.session_tickets = true;
 }
@@ -1367,6 +1371,7 @@ config_free(struct config *cfg)
 	free(cfg->tls.certificate);
 	free(cfg->tls.key);
 	free(cfg->tls.ciphers);
+	free(cfg->tls.ticket_key_file);
 	free(cfg->tls.ciphersuites);
 	for (i = 0; i < cfg->tls.sni_count; i++) {
 		free(cfg->tls.sni[i].certificate);

@@ -372,35 +372,62 @@ open_file(const char *path)
 	return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 }
 
+/* Lets go of a log file or syslog that is no longer the target. */
+static void
+leave(enum target was, int fd)
+{
+	if (was == TARGET_FILE && fd != lg.fd)
+		(void)close(fd);
+	if (was == TARGET_SYSLOG && lg.target != TARGET_SYSLOG)
+		closelog();
+}
+
 int
 log_init(const struct config *cfg)
 {
-	int fd;
+	enum target was = lg.target;
+	int fd, was_fd = lg.fd;
+	char *path;
 
 	lg.format = cfg->log_format;
 	lg.level = cfg->log_level;
 	if (strcmp(cfg->log, "stderr") == 0) {
 		lg.target = TARGET_STDERR;
 		lg.fd = STDERR_FILENO;
+		leave(was, was_fd);
 		return 0;
 	}
 	if (strcmp(cfg->log, "syslog") == 0) {
-		openlog("mailproxy", LOG_PID | LOG_NDELAY, LOG_MAIL);
+		if (was != TARGET_SYSLOG)
+			openlog("mailproxy", LOG_PID | LOG_NDELAY, LOG_MAIL);
 		lg.target = TARGET_SYSLOG;
+		leave(was, was_fd);
 		return 0;
 	}
+	if (was == TARGET_FILE && strcmp(lg.path, cfg->log) == 0)
+		return 0; /* the same file: keep it */
 	fd = open_file(cfg->log);
 	if (fd < 0)
 		return -errno;
-	free(lg.path);
-	lg.path = strdup(cfg->log);
-	if (lg.path == NULL) {
+	path = strdup(cfg->log);
+	if (path == NULL) {
 		(void)close(fd);
 		return -ENOMEM;
 	}
+	free(lg.path);
+	lg.path = path;
 	lg.target = TARGET_FILE;
 	lg.fd = fd;
+	leave(was, was_fd);
 	return 0;
+}
+
+int
+log_chown(uid_t uid, gid_t gid)
+{
+	if (lg.target != TARGET_FILE || geteuid() != 0)
+		return 0;
+	return fchown(lg.fd, uid, gid) == 0 ? 0 : -errno;
 }
 
 int
@@ -413,7 +440,7 @@ log_reopen(void)
 	fd = open_file(lg.path);
 	if (fd < 0)
 		return -errno;
-	/* Threads writing at this moment land in the old or the new file. */
+	/* A line written at this moment lands in the old or the new file. */
 	if (dup2(fd, lg.fd) < 0)
 		r = -errno;
 	(void)close(fd);

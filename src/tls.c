@@ -1,12 +1,13 @@
 /*
  * TLS contexts and the chunk BIO.
  *
- * One SSL_CTX per listener, built before the workers start and shared by
- * them read-only (OpenSSL makes SSL_new on a shared context thread-safe);
- * sharing it also shares its ticket keys, so a session resumes on any
- * worker. The server session cache is off: TLS 1.2 and 1.3 both resume
- * from stateless tickets, and the cache would be one more lock on the
- * handshake path of every worker.
+ * One SSL_CTX per listener, built by the master before it forks the
+ * workers of a generation, which inherit it. Tickets are sealed with keys
+ * the master made once (or read from ticket_key_file), not OpenSSL's
+ * per-context random ones, so a session resumes on any worker, after a
+ * reload, and on another instance that shares the file. The server
+ * session cache is off: TLS 1.2 and 1.3 both resume from stateless
+ * tickets, and a cache would not be shared between worker processes.
  *
  * Must not: touch sockets or the loop, or log (callers log with context).
  */
@@ -18,14 +19,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
 #include "mailproxy/error.h"
 
 static BIO_METHOD *chunk_method;
-static int sni_index = -1; /* SSL_CTX ex_data: struct sni_table */
+static int sni_index = -1;        /* SSL_CTX ex_data: struct sni_table */
+static int tickets_index = -1;    /* SSL_CTX ex_data: struct tls_tickets */
+static EVP_CIPHER *ticket_cipher; /* fetched once, not per ticket */
 
 static int
 chunk_write(BIO *b, const char *data, int len)
@@ -102,6 +107,20 @@ chunk_destroy(BIO *b)
 static void sni_table_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
     long argl, void *argp);
 
+static void
+tickets_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+    void *argp)
+{
+	(void)parent;
+	(void)ad;
+	(void)idx;
+	(void)argl;
+	(void)argp;
+	if (ptr != NULL)
+		OPENSSL_cleanse(ptr, sizeof(struct tls_tickets));
+	free(ptr);
+}
+
 int
 tls_init(void)
 {
@@ -110,7 +129,14 @@ tls_init(void)
 	if (sni_index < 0)
 		sni_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL,
 		    sni_table_free);
-	if (sni_index < 0)
+	if (tickets_index < 0)
+		tickets_index =
+		    SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, tickets_free);
+	if (sni_index < 0 || tickets_index < 0)
+		return ERROR_NOMEM;
+	if (ticket_cipher == NULL)
+		ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+	if (ticket_cipher == NULL)
 		return ERROR_NOMEM;
 
 	if (type < 0)
@@ -134,6 +160,8 @@ tls_cleanup(void)
 {
 	BIO_meth_free(chunk_method);
 	chunk_method = NULL;
+	EVP_CIPHER_free(ticket_cipher);
+	ticket_cipher = NULL;
 }
 
 SSL *
@@ -394,33 +422,200 @@ on_servername(SSL *ssl, int *alert, void *arg)
 }
 
 /*
- * The session id context of a listener's context: its name for the
- * default certificate, a digest of the name and the place for the n-th
- * sni_certificate (a name may already take all 32 bytes).
+ * The session id context of a context: a digest of the listener's name
+ * and of its leaf certificate. It is the same on every worker, after a
+ * reload and on another instance with the same files, so their tickets
+ * resume there; it differs between certificates whatever their order in
+ * the file, so a ticket never resumes under another name (RFC 6066 §3),
+ * and between listeners, so an IMAPS ticket is no POP3S one.
  */
 static bool
-set_sid_ctx(SSL_CTX *ctx, const char *name, size_t n)
+set_sid_ctx(SSL_CTX *ctx, const char *name)
 {
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int len;
-	char text[64];
-	int r;
+	unsigned char leaf[EVP_MAX_MD_SIZE], md[EVP_MAX_MD_SIZE];
+	unsigned int leaf_len, len;
+	X509 *cert = SSL_CTX_get0_certificate(ctx);
+	EVP_MD_CTX *d;
+	bool ok;
 
-	if (n == 0)
-		return SSL_CTX_set_session_id_context(ctx,
-		           (const unsigned char *)name,
-		           (unsigned)strlen(name)) == 1;
-	r = snprintf(text, sizeof(text), "%s/sni/%zu", name, n);
-	if (r < 0 || (size_t)r >= sizeof(text) ||
-	    !EVP_Digest(text, (size_t)r, md, &len, EVP_sha256(), NULL))
+	if (cert == NULL || !X509_digest(cert, EVP_sha256(), leaf, &leaf_len))
 		return false;
-	return SSL_CTX_set_session_id_context(ctx, md, len) == 1;
+	d = EVP_MD_CTX_new();
+	ok = d != NULL && EVP_DigestInit_ex(d, EVP_sha256(), NULL) &&
+	    EVP_DigestUpdate(d, name, strlen(name) + 1) &&
+	    EVP_DigestUpdate(d, leaf, leaf_len) &&
+	    EVP_DigestFinal_ex(d, md, &len) &&
+	    SSL_CTX_set_session_id_context(ctx, md, len) == 1;
+	EVP_MD_CTX_free(d);
+	return ok;
+}
+
+/*
+ * Seals a new ticket with the first key, opens one sealed with any key
+ * (RFC 5077 §4's recommended construction, as OpenSSL's own: AES-256-CBC
+ * and HMAC-SHA256). A ticket opened with an older key is renewed, so
+ * clients move to the newest key before the old one goes.
+ */
+static int
+on_ticket_key(SSL *ssl, unsigned char name[16], unsigned char *iv,
+    EVP_CIPHER_CTX *cipher, EVP_MAC_CTX *mac, int enc)
+{
+	const struct tls_tickets *t =
+	    SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tickets_index);
+	const struct tls_ticket_key *k = NULL;
+	OSSL_PARAM params[3];
+	size_t i;
+
+	if (t == NULL || t->count == 0)
+		return enc ? -1 : 0;
+	if (enc) {
+		k = &t->key[0];
+		if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(ticket_cipher)) !=
+		    1)
+			return -1;
+		memcpy(name, k->name, sizeof(k->name));
+	} else {
+		for (i = 0; i < t->count && k == NULL; i++)
+			if (memcmp(name, t->key[i].name, sizeof(k->name)) == 0)
+				k = &t->key[i];
+		if (k == NULL)
+			return 0; /* unknown key: a full handshake, new ticket
+			           */
+	}
+	params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY,
+	    (void *)k->hmac, sizeof(k->hmac));
+	params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+	    (char *)"SHA256", 0);
+	params[2] = OSSL_PARAM_construct_end();
+	if (!EVP_MAC_CTX_set_params(mac, params))
+		return -1;
+	if (enc)
+		return EVP_EncryptInit_ex(cipher, ticket_cipher, NULL, k->aes,
+		           iv) == 1 ?
+		    1 :
+		    -1;
+	if (EVP_DecryptInit_ex(cipher, ticket_cipher, NULL, k->aes, iv) != 1)
+		return -1;
+	return k == &t->key[0] ? 1 : 2;
+}
+
+static bool
+set_tickets(SSL_CTX *ctx, const struct tls_tickets *tickets)
+{
+	struct tls_tickets *copy;
+
+	if (tickets == NULL || tickets->count == 0)
+		return true; /* OpenSSL's own random keys */
+	copy = malloc(sizeof(*copy));
+	if (copy == NULL)
+		return false;
+	*copy = *tickets;
+	if (!SSL_CTX_set_ex_data(ctx, tickets_index, copy)) {
+		tickets_free(NULL, copy, NULL, 0, 0, NULL);
+		return false;
+	}
+	return SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket_key) == 1;
+}
+
+bool
+tls_tickets_random(struct tls_tickets *t, const struct tls_tickets *previous)
+{
+	struct tls_tickets next;
+
+	memset(&next, 0, sizeof(next));
+	if (RAND_bytes((unsigned char *)&next.key[0], sizeof(next.key[0])) != 1)
+		return false;
+	next.count = 1;
+	if (previous != NULL && previous->count > 0)
+		next.key[next.count++] = previous->key[0];
+	*t = next;
+	OPENSSL_cleanse(&next, sizeof(next));
+	return true;
+}
+
+/* One key: 80 bytes in base64 (name, HMAC key, AES key), as nginx's
+ * ssl_session_ticket_key and HAProxy's tls-ticket-keys files hold. */
+static bool
+ticket_key_parse(const char *line, size_t n, struct tls_ticket_key *k)
+{
+	unsigned char raw[128];
+	size_t pad = 0;
+	int len;
+
+	if (n == 0 || n % 4 != 0 || n > 4 * sizeof(raw) / 3)
+		return false;
+	while (pad < 2 && line[n - 1 - pad] == '=')
+		pad++;
+	len = EVP_DecodeBlock(raw, (const unsigned char *)line, (int)n);
+	if (len < 0 || (size_t)len - pad != sizeof(*k)) {
+		OPENSSL_cleanse(raw, sizeof(raw));
+		return false;
+	}
+	memcpy(k, raw, sizeof(*k));
+	OPENSSL_cleanse(raw, sizeof(raw));
+	return true;
+}
+
+bool
+tls_tickets_load(struct tls_tickets *t, const char *path,
+    const struct config_loc *loc, char **error_out)
+{
+	char line[256];
+	unsigned lineno = 0;
+	FILE *f;
+	size_t n;
+	bool ok = true;
+
+	*error_out = NULL;
+	memset(t, 0, sizeof(*t));
+	if (!readable(path, loc, "ticket_key_file", error_out))
+		return false;
+	f = fopen(path, "r");
+	if (f == NULL) {
+		*error_out = build_error(loc,
+		    "cannot read ticket_key_file "
+		    "'%s': %s",
+		    path, strerror(errno));
+		return false;
+	}
+	while (ok && fgets(line, sizeof(line), f) != NULL) {
+		lineno++;
+		n = strcspn(line, "\r\n");
+		line[n] = '\0';
+		if (n == 0 || line[0] == '#')
+			continue;
+		if (t->count == TLS_TICKET_KEYS_MAX) {
+			*error_out = build_error(loc,
+			    "ticket_key_file '%s' line %u: more than %d keys",
+			    path, lineno, TLS_TICKET_KEYS_MAX);
+			ok = false;
+		} else if (!ticket_key_parse(line, n, &t->key[t->count])) {
+			*error_out = build_error(loc,
+			    "ticket_key_file '%s' line %u: not 80 bytes in "
+			    "base64 (make one with: openssl rand 80 | base64 "
+			    "-w0)",
+			    path, lineno);
+			ok = false;
+		} else {
+			t->count++;
+		}
+	}
+	OPENSSL_cleanse(line, sizeof(line));
+	(void)fclose(f);
+	if (ok && t->count == 0) {
+		*error_out =
+		    build_error(loc, "ticket_key_file '%s' has no key", path);
+		ok = false;
+	}
+	if (!ok)
+		OPENSSL_cleanse(t, sizeof(*t));
+	return ok;
 }
 
 /* Everything but the certificate, alike for the default and SNI ones. */
 static SSL_CTX *
-ctx_new(const struct config *cfg, const struct config_listener *l, size_t n,
-    char **error_out)
+ctx_new(const struct config *cfg, const struct config_listener *l,
+    const struct tls_tickets *tickets, char **error_out)
 {
 	struct config_loc glob = {cfg->path, 0};
 	uint64_t options;
@@ -448,7 +643,7 @@ ctx_new(const struct config *cfg, const struct config_listener *l, size_t n,
 	SSL_CTX_set_max_early_data(ctx, 0);
 	SSL_CTX_set_recv_max_early_data(ctx, 0);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-	if (!set_sid_ctx(ctx, l->name, n))
+	if (cfg->tls.session_tickets && !set_tickets(ctx, tickets))
 		goto fail_glob;
 	SSL_CTX_set_dh_auto(ctx, 1);
 	SSL_CTX_set_alpn_select_cb(ctx, on_alpn,
@@ -477,6 +672,45 @@ fail:
 	return NULL;
 }
 
+/* "Dec  4 20:19:55 2026 GMT", for error texts; a static buffer. */
+static const char *
+asn1_time_text(const ASN1_TIME *t)
+{
+	static char text[64];
+	BIO *b = BIO_new(BIO_s_mem());
+	int n = 0;
+
+	text[0] = '\0';
+	if (b != NULL && ASN1_TIME_print(b, t) == 1)
+		n = BIO_read(b, text, (int)sizeof(text) - 1);
+	text[n > 0 ? n : 0] = '\0';
+	BIO_free(b);
+	return text;
+}
+
+/* A certificate that has expired or is not yet valid is no certificate:
+ * clients would refuse it, and an operator should hear so at -t. */
+static bool
+check_dates(SSL_CTX *ctx, const char *cert, const struct config_loc *loc,
+    char **error_out)
+{
+	X509 *x = SSL_CTX_get0_certificate(ctx);
+
+	if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0) {
+		*error_out = build_error(loc,
+		    "certificate '%s' has expired (notAfter %s)", cert,
+		    asn1_time_text(X509_get0_notAfter(x)));
+		return false;
+	}
+	if (X509_cmp_current_time(X509_get0_notBefore(x)) > 0) {
+		*error_out = build_error(loc,
+		    "certificate '%s' is not valid yet (notBefore %s)", cert,
+		    asn1_time_text(X509_get0_notBefore(x)));
+		return false;
+	}
+	return true;
+}
+
 static bool
 ctx_use_pair(SSL_CTX *ctx, const char *cert, const struct config_loc *cert_loc,
     const char *key, const struct config_loc *key_loc, char **error_out)
@@ -502,13 +736,51 @@ ctx_use_pair(SSL_CTX *ctx, const char *cert, const struct config_loc *cert_loc,
 		    "key '%s' does not match certificate '%s'", key, cert);
 		return false;
 	}
-	return true;
+	return check_dates(ctx, cert, cert_loc, error_out);
 }
 
+/*
+ * Appends line (taken) and then tail to the malloc'd text *out, one line
+ * each; a line already there (the same sni_certificate seen by the next
+ * listener) is not repeated.
+ */
+static void
+add_line(char **out, char *line, const char *tail)
+{
+	size_t had = *out != NULL ? strlen(*out) : 0, n;
+	char *grown;
+
+	if (line == NULL || out == NULL) {
+		free(line);
+		return;
+	}
+	n = strlen(line);
+	if (had > 0 && strstr(*out, line) != NULL) {
+		free(line);
+		return;
+	}
+	grown = realloc(*out, had + n + strlen(tail) + 2);
+	if (grown != NULL) {
+		if (had > 0)
+			grown[had++] = '\n';
+		memcpy(grown + had, line, n);
+		strcpy(grown + had + n, tail);
+		*out = grown;
+	}
+	free(line);
+}
+
+/*
+ * One broken or expired sni_certificate among many must not stop a start
+ * or a reload: it is left out with a warning, and the names it had fall
+ * to the default certificate (or to unrecognized_name with sni_strict).
+ */
 static bool
 ctx_add_sni(SSL_CTX *ctx, const struct config *cfg,
-    const struct config_listener *l, char **error_out)
+    const struct config_listener *l, const struct tls_tickets *tickets,
+    char **warnings_out, char **error_out)
 {
+	char *why;
 	const struct config_tls *t = &cfg->tls;
 	struct config_loc glob = {cfg->path, 0};
 	struct sni_table *table;
@@ -531,13 +803,24 @@ ctx_add_sni(SSL_CTX *ctx, const struct config *cfg,
 	table->strict = t->sni_strict;
 	table->def = ctx;
 	for (i = 0; i < t->sni_count; i++) {
-		c = ctx_new(cfg, l, i + 1, error_out);
+		c = ctx_new(cfg, l, tickets, error_out);
 		if (c == NULL)
 			return false;
-		table->ctx[table->count++] = c;
 		if (!ctx_use_pair(c, t->sni[i].certificate, &t->sni[i].loc,
-		        t->sni[i].key, &t->sni[i].loc, error_out))
+		        t->sni[i].key, &t->sni[i].loc, &why)) {
+			SSL_CTX_free(c);
+			add_line(warnings_out, why,
+			    "; sni_certificate skipped: its names get the "
+			    "default certificate");
+			continue;
+		}
+		if (!set_sid_ctx(c, l->name)) {
+			SSL_CTX_free(c);
+			*error_out = build_error(&glob,
+			    "cannot set up TLS for [listener %s]", l->name);
 			return false;
+		}
+		table->ctx[table->count++] = c;
 	}
 	SSL_CTX_set_client_hello_cb(ctx, on_client_hello, table);
 	SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
@@ -547,8 +830,9 @@ ctx_add_sni(SSL_CTX *ctx, const struct config *cfg,
 
 SSL_CTX *
 tls_ctx_build(const struct config *cfg, const struct config_listener *l,
-    char **error_out)
+    const struct tls_tickets *tickets, char **warnings_out, char **error_out)
 {
+	struct config_loc glob = {cfg->path, 0};
 	struct config_loc cert_loc, key_loc;
 	const char *cert = config_listener_certificate(cfg, l, &cert_loc);
 	const char *key = config_listener_key(cfg, l, &key_loc);
@@ -556,13 +840,20 @@ tls_ctx_build(const struct config *cfg, const struct config_listener *l,
 
 	*error_out = NULL;
 	ERR_clear_error();
-	ctx = ctx_new(cfg, l, 0, error_out);
+	ctx = ctx_new(cfg, l, tickets, error_out);
 	if (ctx == NULL)
 		return NULL;
-	if (!ctx_use_pair(ctx, cert, &cert_loc, key, &key_loc, error_out) ||
-	    !ctx_add_sni(ctx, cfg, l, error_out)) {
-		SSL_CTX_free(ctx);
-		return NULL;
+	if (!ctx_use_pair(ctx, cert, &cert_loc, key, &key_loc, error_out))
+		goto fail;
+	if (!set_sid_ctx(ctx, l->name)) {
+		*error_out = build_error(&glob,
+		    "cannot set up TLS for [listener %s]", l->name);
+		goto fail;
 	}
+	if (!ctx_add_sni(ctx, cfg, l, tickets, warnings_out, error_out))
+		goto fail;
 	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
 }

@@ -1,18 +1,23 @@
 /*
- * Workers: one thread, one loop, its own listening sockets, its own chunk
- * pool and sessions. Stopping goes: listeners closed, sessions drained up
- * to drain_timeout (or ended at once on a second signal), then the last
- * handles close and the loop returns.
+ * Workers: one process, one loop, the listening sockets the master made,
+ * its own chunk pool and sessions (see worker.h for the signals it
+ * obeys). Stopping goes: listeners closed, sessions drained up to the
+ * deadline, what is left ended (at once, or spread after a reload), then
+ * the last handles close and the loop returns.
  *
- * Must not: share anything mutable with other workers, or touch the loop
- * from another thread (only worker_stop() is called from main, and it
- * only stores the command and wakes the loop).
+ * Must not: share anything mutable with another process, or write to a
+ * file descriptor the master owns besides the log.
  */
+#define _GNU_SOURCE /* prctl */
 #include "mailproxy/worker.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <malloc.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "mailproxy/log.h"
@@ -61,6 +66,15 @@ on_quiet_close(uv_handle_t *h)
 	(void)h;
 }
 
+static void
+close_signals(struct worker *w)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(w->signals) / sizeof(w->signals[0]); i++)
+		uv_close((uv_handle_t *)&w->signals[i], on_quiet_close);
+}
+
 /* Once draining and empty, close the last handles; the loop then ends. */
 static void
 maybe_finish(struct worker *w)
@@ -68,23 +82,42 @@ maybe_finish(struct worker *w)
 	if (!w->draining || w->sessions.count > 0 || w->finishing)
 		return;
 	w->finishing = true;
-	uv_mutex_lock(&w->wakeup_lock);
-	w->wakeup_closed = true;
-	uv_close((uv_handle_t *)&w->wakeup, on_quiet_close);
-	uv_mutex_unlock(&w->wakeup_lock);
+	close_signals(w);
 	uv_close((uv_handle_t *)&w->drain_timer, on_quiet_close);
 	session_host_close(&w->sessions);
 }
 
+/* Ends up to n sessions (all: SIZE_MAX); they leave the list later. */
 static void
-shutdown_sessions(struct worker *w)
+shutdown_sessions(struct worker *w, size_t n)
 {
 	struct session *s, *next;
 
-	/* session_shutdown never frees synchronously: next stays valid. */
-	for (s = w->sessions.sessions; s != NULL; s = next) {
+	/* session_shutdown never frees synchronously: next stays valid, and
+	 * a session already ending is passed over at no cost. */
+	for (s = w->sessions.sessions; s != NULL && n > 0; s = next, n--) {
 		next = s->next;
 		session_shutdown(s);
+	}
+}
+
+/* One step of a retired worker's spread: a batch a second, so that the
+ * last session ends WORKER_SPREAD_MS after the deadline. Sessions told
+ * to end stay in the list until freed; they are passed over, so every
+ * tick ends a new batch. */
+static void
+on_spread_timer(uv_timer_t *t)
+{
+	struct worker *w = t->data;
+	struct session *s, *next;
+	size_t n = w->spread_batch;
+
+	for (s = w->sessions.sessions; s != NULL && n > 0; s = next) {
+		next = s->next;
+		if (s->end != SESSION_END_NONE)
+			continue;
+		session_shutdown(s);
+		n--;
 	}
 }
 
@@ -92,11 +125,24 @@ static void
 on_drain_timer(uv_timer_t *t)
 {
 	struct worker *w = t->data;
+	size_t ticks = WORKER_SPREAD_MS / 1000;
 
-	if (w->sessions.count > 0)
-		log_info("worker %u: drain timeout, ending %zu sessions",
-		    w->index, w->sessions.count);
-	shutdown_sessions(w);
+	if (!w->retiring || w->sessions.count <= 1) {
+		if (w->sessions.count > 0)
+			log_info("worker %u: drain timeout, ending %zu "
+			         "sessions",
+			    w->spec->index, w->sessions.count);
+		shutdown_sessions(w, SIZE_MAX);
+		return;
+	}
+	w->spreading = true;
+	w->spread_batch = (w->sessions.count + ticks - 1) / ticks;
+	log_info("generation %u worker %u: reload_drain_timeout, ending %zu "
+	         "sessions over %u s",
+	    w->spec->generation, w->spec->index, w->sessions.count,
+	    (unsigned)(WORKER_SPREAD_MS / 1000));
+	on_spread_timer(t);
+	(void)uv_timer_start(t, on_spread_timer, 1000, 1000);
 }
 
 static void
@@ -110,26 +156,69 @@ close_listeners(struct worker *w)
 			    on_listener_close);
 }
 
+/*
+ * Stops accepting (once) and sets the deadline for what is left: the
+ * earlier of the one in place and timeout_ms from now. A stop (retire
+ * false) overrides a retirement, whose spread it does not keep; a
+ * retirement never overrides a stop.
+ */
 static void
-on_wakeup(uv_async_t *a)
+drain(struct worker *w, uint64_t timeout_ms, bool retire)
 {
-	struct worker *w = a->data;
-	int cmd = atomic_load(&w->command);
+	uint64_t due = timeout_ms;
 
-	if (cmd == WORKER_RUN || w->finishing)
-		return;
 	if (!w->draining) {
 		w->draining = true;
 		close_listeners(w);
-		if (cmd == WORKER_DRAIN && w->cfg->drain_timeout_ms > 0)
-			(void)uv_timer_start(&w->drain_timer, on_drain_timer,
-			    w->cfg->drain_timeout_ms, 0);
+	} else {
+		if (retire && !w->retiring)
+			return;
+		due = w->spreading ? 0 : uv_timer_get_due_in(&w->drain_timer);
+		if (timeout_ms < due)
+			due = timeout_ms;
 	}
-	if (cmd == WORKER_STOP || w->cfg->drain_timeout_ms == 0) {
-		(void)uv_timer_stop(&w->drain_timer);
-		shutdown_sessions(w);
-	}
+	w->retiring = retire;
+	w->spreading = false;
+	(void)uv_timer_stop(&w->drain_timer);
+	if (due == 0)
+		on_drain_timer(&w->drain_timer);
+	else
+		(void)uv_timer_start(&w->drain_timer, on_drain_timer, due, 0);
 	maybe_finish(w);
+}
+
+static void
+on_signal(uv_signal_t *h, int signum)
+{
+	struct worker *w = h->data;
+	int r;
+
+	if (w->finishing)
+		return;
+	switch (signum) {
+	case SIGTERM:
+		drain(w, w->cfg->drain_timeout_ms, false);
+		break;
+	case SIGINT:
+		drain(w, 0, false);
+		break;
+	case SIGQUIT:
+		drain(w, w->cfg->reload_drain_timeout_ms, true);
+		break;
+	case SIGUSR2:
+		drain(w, 0, true);
+		break;
+	case SIGUSR1:
+		r = log_reopen();
+		if (r < 0) {
+			errno = -r;
+			log_warn("worker %u: SIGUSR1: cannot reopen %s",
+			    w->spec->index, w->cfg->log);
+		}
+		break;
+	default:
+		break;
+	}
 }
 
 /* A session of w's was freed. */
@@ -153,8 +242,7 @@ on_session_freed(struct session_host *h)
 }
 
 static int
-open_listeners(struct worker *w, SSL_CTX *const *ctxs, const int *fds,
-    size_t *used_out)
+open_listeners(struct worker *w, SSL_CTX *const *ctxs, const int *fds)
 {
 	const struct config *cfg = w->cfg;
 	size_t i, j, k = 0;
@@ -183,12 +271,11 @@ open_listeners(struct worker *w, SSL_CTX *const *ctxs, const int *fds,
 			(void)uv_tcp_init(&w->loop, t);
 			l->socket_count++;
 			t->data = l;
+			/* Listening already: the master called listen(). */
 			r = uv_tcp_open(t, fds[k]);
-			if (r == 0) {
-				*used_out = k + 1; /* the handle owns it now */
+			if (r == 0)
 				r = uv_listen((uv_stream_t *)t, SOMAXCONN,
 				    on_connection);
-			}
 			if (r < 0) {
 				log_warnx("listener %s: %s: %s", conf->name,
 				    conf->listen[j].text, uv_strerror(r));
@@ -208,72 +295,7 @@ worker_destroy(struct worker *w)
 		free(w->listeners[i].sockets);
 	free(w->listeners);
 	session_host_destroy(&w->sessions);
-	uv_mutex_destroy(&w->wakeup_lock);
-	config_unref(w->cfg);
 	w->magic = 0;
-	free(w);
-}
-
-/* Closes every handle of a worker that never ran, and runs the loop
- * until they are gone. */
-static void
-abandon(struct worker *w)
-{
-	w->draining = true;
-	close_listeners(w);
-	maybe_finish(w);
-	(void)uv_run(&w->loop, UV_RUN_DEFAULT);
-	(void)uv_loop_close(&w->loop);
-	worker_destroy(w);
-}
-
-struct worker *
-worker_create(unsigned index, struct config *cfg, SSL_CTX *const *ctxs,
-    const int *fds, uv_async_t *done)
-{
-	size_t total = 0, used = 0, i;
-	struct worker *w;
-
-	for (i = 0; i < cfg->listener_count; i++)
-		total += cfg->listeners[i].listen_count;
-	w = calloc(1, sizeof(*w));
-	if (w == NULL || uv_loop_init(&w->loop) != 0) {
-		free(w);
-		goto fail_fds;
-	}
-	w->magic = WORKER_MAGIC;
-	w->index = index;
-	w->cfg = config_ref(cfg);
-	w->done = done;
-	atomic_init(&w->command, WORKER_RUN);
-	atomic_init(&w->finished, false);
-	session_host_init(&w->sessions, &w->loop, cfg, index, POOL_FREE_MAX,
-	    on_session_freed);
-	(void)uv_mutex_init(&w->wakeup_lock);
-	w->loop.data = w;
-	(void)uv_async_init(&w->loop, &w->wakeup, on_wakeup);
-	w->wakeup.data = w;
-	(void)uv_timer_init(&w->loop, &w->drain_timer);
-	w->drain_timer.data = w;
-	w->listeners = calloc(cfg->listener_count, sizeof(*w->listeners));
-	if (w->listeners == NULL) {
-		abandon(w);
-		goto fail_fds;
-	}
-	w->listener_count = cfg->listener_count;
-	if (open_listeners(w, ctxs, fds, &used) < 0) {
-		abandon(w);
-		for (i = used; i < total; i++)
-			(void)close(fds[i]);
-		return NULL;
-	}
-	return w;
-
-fail_fds:
-	log_warnx("worker %u: out of memory", index);
-	for (i = 0; i < total; i++)
-		(void)close(fds[i]);
-	return NULL;
 }
 
 /*
@@ -313,46 +335,75 @@ run_loop(struct worker *w)
 	}
 }
 
-static void
-worker_main(void *arg)
+/* Settles what the process inherited from the master: signals as the
+ * master left them (blocked, with its dispositions), and its death. */
+static bool
+settle_process(const struct worker_spec *spec)
 {
-	struct worker *w = arg;
+	sigset_t all;
 
-	run_loop(w);
-	if (uv_loop_close(&w->loop) != 0)
-		log_warnx("worker %u: handles left open at exit", w->index);
-	atomic_store(&w->finished, true);
-	uv_async_send(w->done);
+	/* The kernel tells an orphan: its sessions drain as on SIGTERM. */
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != spec->master)
+		return false;
+	(void)signal(SIGPIPE, SIG_IGN);
+	(void)signal(SIGHUP, SIG_IGN); /* the master's to act on */
+	(void)sigfillset(&all);
+	return sigprocmask(SIG_UNBLOCK, &all, NULL) == 0;
 }
 
 int
-worker_start(struct worker *w)
+worker_run(const struct worker_spec *spec)
 {
-	int r = uv_thread_create(&w->thread, worker_main, w);
+	static const int signums[5] = {SIGTERM, SIGINT, SIGQUIT, SIGUSR2,
+	    SIGUSR1};
+	struct config *cfg = spec->cfg;
+	struct worker w;
+	size_t i;
+	int r;
 
-	w->started = r == 0;
-	return r;
-}
-
-void
-worker_stop(struct worker *w, bool now)
-{
-	atomic_store(&w->command, now ? WORKER_STOP : WORKER_DRAIN);
-	uv_mutex_lock(&w->wakeup_lock);
-	if (!w->wakeup_closed)
-		(void)uv_async_send(&w->wakeup);
-	uv_mutex_unlock(&w->wakeup_lock);
-}
-
-void
-worker_free(struct worker *w)
-{
-	if (w == NULL)
-		return;
-	if (!w->started) {
-		abandon(w);
-		return;
+	memset(&w, 0, sizeof(w));
+	if (uv_loop_init(&w.loop) != 0) {
+		log_warnx("worker %u: cannot create its loop", spec->index);
+		return 1;
 	}
-	(void)uv_thread_join(&w->thread);
-	worker_destroy(w);
+	w.magic = WORKER_MAGIC;
+	w.spec = spec;
+	w.cfg = cfg;
+	atomic_init(&w.process_sessions, 0);
+	session_host_init(&w.sessions, &w.loop, cfg, spec->index, POOL_FREE_MAX,
+	    on_session_freed);
+	w.sessions.max = spec->session_max;
+	w.sessions.process_sessions = &w.process_sessions;
+	w.loop.data = &w;
+	for (i = 0; i < sizeof(signums) / sizeof(signums[0]); i++) {
+		(void)uv_signal_init(&w.loop, &w.signals[i]);
+		w.signals[i].data = &w;
+		if (uv_signal_start(&w.signals[i], on_signal, signums[i]) != 0)
+			log_warnx("worker %u: cannot handle signal %d",
+			    spec->index, signums[i]);
+	}
+	(void)uv_timer_init(&w.loop, &w.drain_timer);
+	w.drain_timer.data = &w;
+	/* The handlers are in place: now a signal is no longer lost. */
+	if (!settle_process(spec)) {
+		log_warnx("worker %u: master %ld is gone", spec->index,
+		    (long)spec->master);
+		return 1;
+	}
+	w.listeners = calloc(cfg->listener_count, sizeof(*w.listeners));
+	w.listener_count = w.listeners != NULL ? cfg->listener_count : 0;
+	r = w.listeners != NULL ? open_listeners(&w, spec->ctxs, spec->fds) :
+	                          UV_ENOMEM;
+	if (r < 0) {
+		log_warnx("worker %u: cannot start: %s", spec->index,
+		    uv_strerror(r));
+		w.draining = true;
+		close_listeners(&w);
+		maybe_finish(&w);
+	}
+	run_loop(&w);
+	if (uv_loop_close(&w.loop) != 0)
+		log_warnx("worker %u: handles left open at exit", spec->index);
+	worker_destroy(&w);
+	return r < 0 ? 1 : 0;
 }

@@ -5,7 +5,7 @@
 set -eu
 
 PACKAGES="cmake gcc make pkg-config libssl-dev libuv1-dev libinih-dev
-libcmocka-dev clang-format openssl curl python3 procps valgrind
+libcmocka-dev libsystemd-dev clang-format openssl curl python3 procps valgrind
 dovecot-imapd dovecot-pop3d postfix haproxy"
 
 missing=""

@@ -100,8 +100,10 @@ struct config_tls {
 	bool session_tickets;
 	struct config_sni_cert *sni; /* in the order written */
 	size_t sni_count;
-	bool sni_strict; /* an SNI no certificate names: alert 112 */
-	uint64_t set;    /* bit i: option i of the [tls] table was given */
+	bool sni_strict;       /* an SNI no certificate names: alert 112 */
+	char *ticket_key_file; /* NULL: the master makes the keys */
+	struct config_loc ticket_key_file_loc;
+	uint64_t set; /* bit i: option i of the [tls] table was given */
 };
 
 /* The PROXY protocol header mailproxy sends to the backend. The order is
@@ -167,6 +169,8 @@ struct config {
 	uint64_t timeout_backend_ms;
 	uint64_t timeout_login_ms;
 	uint64_t drain_timeout_ms;
+	/* A generation replaced by a reload serves its sessions this long. */
+	uint64_t reload_drain_timeout_ms;
 	uint64_t busy_poll_ms; /* 0: workers sleep in epoll_wait as usual */
 	uint64_t set;
 	struct config_tls tls;

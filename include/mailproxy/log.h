@@ -11,6 +11,7 @@
 #define MAILPROXY_LOG_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -49,11 +50,19 @@ struct log_session {
 };
 
 /*
- * Sets where lines go and how they look, from cfg's [global] log keys.
- * Call once before any thread logs. Returns 0, or a negative errno when
- * the log file cannot be opened (stderr stays the target).
+ * Sets where lines go and how they look, from cfg's [global] log keys;
+ * again on reload (the file already open is kept when its path is the
+ * same). Returns 0, or a negative errno when the log file cannot be
+ * opened (the target stays what it was).
  */
 int log_init(const struct config *cfg);
+
+/*
+ * Gives the log file to the user the workers run as, so that after a
+ * rotation they can open the new one the master made. Only as root and
+ * for a file; 0 or -errno.
+ */
+int log_chown(uid_t uid, gid_t gid);
 
 /* Reopens the log file (after rotation, on SIGUSR1). 0 or -errno. */
 int log_reopen(void);

@@ -30,6 +30,37 @@ struct tls_io {
 	const char *refused; /* why a callback failed the handshake */
 };
 
+/* A session ticket key: 80 bytes, as nginx and HAProxy keep them. */
+struct tls_ticket_key {
+	unsigned char name[16]; /* sent in the ticket: picks the key */
+	unsigned char hmac[32]; /* HMAC-SHA256 */
+	unsigned char aes[32];  /* AES-256-CBC */
+};
+
+#define TLS_TICKET_KEYS_MAX 8
+
+/* The first key seals new tickets; every key opens them. */
+struct tls_tickets {
+	size_t count;
+	struct tls_ticket_key key[TLS_TICKET_KEYS_MAX];
+};
+
+/*
+ * *t becomes a fresh random key followed by previous's first key (if
+ * any), which then only opens tickets: a reload rotates the key and the
+ * tickets of the last generation still resume. false: no randomness.
+ */
+bool tls_tickets_random(struct tls_tickets *t,
+    const struct tls_tickets *previous);
+
+/*
+ * Reads ticket_key_file: one key per line, 80 bytes in base64, the first
+ * sealing; blank lines and lines starting with # are skipped. false and
+ * a "FILE:LINE: message" (loc is the option's line) in *error_out.
+ */
+bool tls_tickets_load(struct tls_tickets *t, const char *path,
+    const struct config_loc *loc, char **error_out);
+
 /* Once per process, before any other call. Returns 0 or ERROR_NOMEM. */
 int tls_init(void);
 
@@ -38,15 +69,20 @@ void tls_cleanup(void);
 
 /*
  * Builds the server context for listener l: certificate chain and key
- * (checked against each other), TLS 1.2 minimum or as configured, no
- * renegotiation, no compression, no 0-RTT, session tickets as configured,
- * and [tls] sni_certificate entries chosen by the client's SNI (with
- * sni_strict, an SNI none of them names fails with unrecognized_name).
- * Returns a context with one reference, or NULL and a malloc'd message
- * "FILE:LINE: what is wrong" in *error_out (caller frees).
+ * (checked against each other and against the clock), TLS 1.2 minimum or
+ * as configured, no renegotiation, no compression, no 0-RTT, session
+ * tickets as configured, sealed with tickets (copied; NULL: OpenSSL's own
+ * random keys), and [tls] sni_certificate entries chosen by the client's
+ * SNI (with sni_strict, an SNI none of them names fails with
+ * unrecognized_name). An sni_certificate that cannot be used is left out
+ * and a line saying so is appended to the malloc'd text *warnings_out
+ * (start it at NULL; caller frees; warnings_out NULL: not wanted). Returns a
+ * context with one reference, or NULL and a malloc'd message "FILE:LINE: what
+ * is wrong" in *error_out (caller frees).
  */
 SSL_CTX *tls_ctx_build(const struct config *cfg,
-    const struct config_listener *l, char **error_out);
+    const struct config_listener *l, const struct tls_tickets *tickets,
+    char **warnings_out, char **error_out);
 
 /*
  * A server SSL object from ctx whose ciphertext goes through io, which

@@ -1,18 +1,26 @@
 /*
- * A worker: one thread running one uv_loop_t with its own listening
- * sockets (SO_REUSEPORT, so the kernel spreads connections) and its own
- * sessions, with their chunk pool (struct session_host). Workers share only
- * immutable things: the configuration snapshot and the SSL_CTXs (DESIGN.md §2).
- * The main thread talks to a worker through one atomic command and
- * uv_async_send.
+ * A worker: one process forked by the master, one uv_loop_t on the
+ * listening sockets the master opened, its own sessions with their chunk
+ * pool (struct session_host). It inherits the configuration and the
+ * SSL_CTXs of its generation at fork and shares nothing mutable with any
+ * other process (DESIGN.md §2). The master talks to it by signals only:
+ *
+ *   SIGTERM  stop accepting; end the sessions at drain_timeout (stop)
+ *   SIGINT   stop accepting; end the sessions now
+ *   SIGQUIT  stop accepting; serve the sessions for reload_drain_timeout,
+ *            then end what is left spread over WORKER_SPREAD_MS (reload)
+ *   SIGUSR2  as SIGQUIT, but the deadline is now (too many generations)
+ *   SIGUSR1  reopen the log file
+ *
+ * A worker whose master dies gets SIGTERM from the kernel.
  */
 #ifndef MAILPROXY_WORKER_H
 #define MAILPROXY_WORKER_H
 
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <openssl/ssl.h>
 #include <uv.h>
@@ -20,9 +28,13 @@
 #include "mailproxy/config.h"
 #include "mailproxy/session.h"
 
-struct worker;
-
 #define WORKER_MAGIC 0x3023c3e1u
+
+/* Sessions left at a retiring worker's deadline end spread over this, so
+ * their clients do not all reconnect in the same second. */
+#define WORKER_SPREAD_MS 60000
+
+struct worker;
 
 /* One [listener] as a worker runs it. */
 struct worker_listener {
@@ -32,55 +44,41 @@ struct worker_listener {
 	uv_tcp_t *sockets;
 };
 
-enum worker_command {
-	WORKER_RUN,
-	WORKER_DRAIN, /* stop accepting; end sessions at the drain timeout */
-	WORKER_STOP,  /* stop accepting; end sessions now */
+/* What the master hands a worker it forks. */
+struct worker_spec {
+	unsigned index;      /* slot within the generation */
+	unsigned generation; /* 1 for the first, +1 per reload */
+	pid_t master;        /* to notice the master is gone */
+	struct config *cfg;
+	SSL_CTX *const *ctxs; /* one per listener of cfg */
+	const int *fds;     /* per listener in order, one per listen address */
+	size_t session_max; /* this process's sessions before end=limit */
 };
 
 struct worker {
 	uint32_t magic;
-	unsigned index;
+	const struct worker_spec *spec;
 	uv_loop_t loop;
-	uv_thread_t thread;
-	uv_async_t wakeup;      /* main -> worker: look at command */
-	uv_mutex_t wakeup_lock; /* wakeup is not sent while it closes */
-	bool wakeup_closed;     /* under wakeup_lock */
+	uv_signal_t signals[5];
 	uv_timer_t drain_timer;
-	atomic_int command;
-	atomic_bool finished; /* the loop has ended */
-	bool started;         /* the thread runs: worker_free joins it */
-	bool draining;        /* listeners closed */
-	bool finishing;       /* last handles closing; the loop is ending */
+	bool draining;       /* listeners closed */
+	bool retiring;       /* replaced by a reload: spread the last ends */
+	bool spreading;      /* past the deadline, ending a batch a second */
+	bool finishing;      /* last handles closing; the loop is ending */
+	size_t spread_batch; /* sessions ended per spread tick */
 	struct config *cfg;
 	struct worker_listener *listeners;
 	size_t listener_count;
-	/* Its sessions, their chunk pool and write list, the process-wide
-	 * session count and limit (set by main before the start). */
 	struct session_host sessions;
 	size_t session_peak; /* most sessions since the heap was last trimmed */
-	uv_async_t *done;    /* main's handle: signalled when the loop ends */
+	atomic_size_t process_sessions;
 };
 
 /*
- * Creates worker number index, not yet running. cfg gets a reference.
- * ctxs has one SSL_CTX per listener of cfg (borrowed: main frees them
- * after the worker is gone). fds has, for each listener in order, one
- * bound and listening socket per listen address; the worker owns them
- * from now on, also when this fails. done is signalled when the worker's
- * loop has ended. Returns NULL and logs when it cannot.
+ * Runs a worker in the process the master just forked, until its last
+ * session has ended after a stop or a retirement. Returns the exit
+ * status for the process (0: ended as asked). Logs what fails.
  */
-struct worker *worker_create(unsigned index, struct config *cfg,
-    SSL_CTX *const *ctxs, const int *fds, uv_async_t *done);
-
-/* Starts the thread. 0 or a libuv code. */
-int worker_start(struct worker *w);
-
-/* From any thread: asks the worker to drain (or stop at once). */
-void worker_stop(struct worker *w, bool now);
-
-/* Waits for the thread to end (a worker never started is just closed)
- * and frees the worker. NULL is fine. */
-void worker_free(struct worker *w);
+int worker_run(const struct worker_spec *spec);
 
 #endif

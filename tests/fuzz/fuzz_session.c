@@ -260,7 +260,8 @@ set_up(void)
 	CHECK(cfg != NULL);
 	CHECK(log_init(cfg) == 0);
 	for (i = 0; i < NLISTENERS; i++) {
-		ctxs[i] = tls_ctx_build(cfg, &cfg->listeners[i], &error);
+		ctxs[i] =
+		    tls_ctx_build(cfg, &cfg->listeners[i], NULL, NULL, &error);
 		CHECK(ctxs[i] != NULL);
 	}
 }

@@ -91,15 +91,16 @@ class Mailproxy:
 
     def __init__(self, env, ca, listeners=None, global_extra="",
                  tls_extra="", workers=2, log_format="text",
-                 raw_config=None, environ=None, log_file=None):
+                 raw_config=None, environ=None, log_file=None, tag=""):
         self.env = env
         self.environ = dict(os.environ, **(environ or {}))
         self.ca = ca
         self.dir = env.tmp
-        self.config_path = os.path.join(self.dir, "mailproxy.ini")
+        # tag tells apart the files of two instances run side by side.
+        self.config_path = os.path.join(self.dir, "mailproxy%s.ini" % tag)
         # Where stderr goes; with log_file, mailproxy's own log is there
         # instead and stderr holds only what comes before it is opened.
-        self.stderr_path = os.path.join(self.dir, "mailproxy.log")
+        self.stderr_path = os.path.join(self.dir, "mailproxy%s.log" % tag)
         self.log_path = log_file or self.stderr_path
         if log_file:
             global_extra += "log = %s\n" % log_file
@@ -264,33 +265,66 @@ class Mailproxy:
     def port(self, name):
         return self.ports[name]
 
+    def worker_pids(self):
+        """The worker processes the master has forked, oldest first."""
+        try:
+            with open("/proc/%d/task/%d/children"
+                      % (self.proc.pid, self.proc.pid)) as f:
+                return [int(p) for p in f.read().split()]
+        except OSError:
+            return []
+
+    def pids(self):
+        """The master and its workers."""
+        return [self.proc.pid] + self.worker_pids()
+
     def rss_kb(self, field="VmRSS"):
-        with open("/proc/%d/status" % self.proc.pid) as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-        raise RuntimeError("no %s" % field)
+        """field of /proc/PID/status summed over the master and its
+        workers (VmHWM: the sum of each process's peak)."""
+        total = 0
+        for pid in self.pids():
+            try:
+                with open("/proc/%d/status" % pid) as f:
+                    for line in f:
+                        if line.startswith(field + ":"):
+                            total += int(line.split()[1])
+            except OSError:
+                continue    # a worker has just ended
+        return total
 
     def cpu_seconds(self):
-        """utime + stime of all of mailproxy's threads, in seconds."""
-        with open("/proc/%d/stat" % self.proc.pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """utime + stime of the master and its workers, in seconds."""
+        total = 0
+        for pid in self.pids():
+            try:
+                with open("/proc/%d/stat" % pid) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def runnable_seconds(self):
-        """Per thread id of mailproxy, the seconds it has spent on a CPU
-        or waiting on a run queue for one (/proc/PID/task/TID/schedstat).
-        A thread that polls adds wall-clock time whatever the machine's
-        load, where its CPU time would be its share of the machine."""
+        """Per "pid/tid" of mailproxy's processes, the seconds it has
+        spent on a CPU or waiting on a run queue for one
+        (/proc/PID/task/TID/schedstat). A thread that polls adds
+        wall-clock time whatever the machine's load, where its CPU time
+        would be its share of the machine."""
         found = {}
-        for tid in os.listdir("/proc/%d/task" % self.proc.pid):
+        for pid in self.pids():
             try:
-                with open("/proc/%d/task/%s/schedstat"
-                          % (self.proc.pid, tid)) as f:
-                    on_cpu, waiting = f.read().split()[:2]
+                tids = os.listdir("/proc/%d/task" % pid)
             except OSError:
-                continue    # the thread has just ended
-            found[tid] = (int(on_cpu) + int(waiting)) / 1e9
+                continue
+            for tid in tids:
+                try:
+                    with open("/proc/%d/task/%s/schedstat"
+                              % (pid, tid)) as f:
+                        on_cpu, waiting = f.read().split()[:2]
+                except OSError:
+                    continue    # the thread has just ended
+                found["%d/%s" % (pid, tid)] = \
+                    (int(on_cpu) + int(waiting)) / 1e9
         return found
 
 

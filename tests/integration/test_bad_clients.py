@@ -46,9 +46,10 @@ class BadClientsTest(ProxyTestCase):
         mp.start()
         held = []
         try:
-            self.assertTrue(mp.wait_log(" sessions\""), mp.log_text())
+            self.assertTrue(mp.wait_log(" sessions per worker\""),
+                            mp.log_text())
             m = re.search(r"open file limit (\d+) .*: at most (\d+) "
-                          r"sessions", mp.log_text())
+                          r"sessions per worker", mp.log_text())
             limit, most = map(int, m.groups())
             self.assertEqual(most, (limit - 16 - 4 - 4) // 2)
             for _ in range(most):

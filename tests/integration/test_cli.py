@@ -111,24 +111,24 @@ class CliTest(ProxyTestCase):
         self.assertIn("log file reopened", new)
 
     @unittest.skipIf(os.geteuid() != 0, "needs root to drop privileges")
-    def test_drops_to_configured_user(self):
+    def test_workers_drop_to_configured_user(self):
+        """The workers run as user; the master, which reads the keys
+        again on SIGHUP, stays root and relays nothing."""
+        uid = pwd.getpwnam("nobody").pw_uid
         with self.proxy(global_extra="user = nobody\n") as mp:
+            workers = mp.worker_pids()
+            self.assertEqual(len(workers), 2)
+            for pid in workers:
+                with open("/proc/%d/status" % pid) as f:
+                    status = f.read()
+                self.assertIn("Uid:\t%d\t%d\t%d\t%d" % ((uid,) * 4),
+                              status)
             with open("/proc/%d/status" % mp.pid) as f:
-                status = f.read()
-            uid = pwd.getpwnam("nobody").pw_uid
-            self.assertIn("Uid:\t%d\t%d\t%d\t%d" % ((uid,) * 4), status)
+                self.assertIn("Uid:\t0\t0\t0\t0", f.read())
             self.login_logout(mp)
             self.assertStopsCleanly(mp)
-        self.assertIn("running as user nobody", mp.log_text())
+        self.assertIn("workers run as user nobody", mp.log_text())
         self.assertEqual(len(mp.normal_sessions()), 1)
-
-    def test_sighup_is_harmless(self):
-        with self.proxy() as mp:
-            mp.send_signal(signal.SIGHUP)
-            self.login_logout(mp)
-            self.assertStopsCleanly(mp)
-        self.assertIn("SIGHUP: configuration reload is not supported",
-                      mp.log_text())
 
 
 if __name__ == "__main__":

@@ -731,8 +731,8 @@ main(void)
 		fprintf(stderr, "%s\n", error);
 		return 1;
 	}
-	server_ctx =
-	    tls_ctx_build(server_cfg, &server_cfg->listeners[0], &error);
+	server_ctx = tls_ctx_build(server_cfg, &server_cfg->listeners[0], NULL,
+	    NULL, &error);
 	if (server_ctx == NULL) {
 		fprintf(stderr, "%s\n", error);
 		return 1;

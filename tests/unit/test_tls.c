@@ -49,15 +49,18 @@ load(const char *fmt, ...)
 	"[listener imaps]\nprotocol = imap\nlisten = 127.0.0.1:993\n"          \
 	"backend = 127.0.0.1:143\n"
 
-/* Builds with [tls] certificate at line 2 and key at line 3. */
+/* Builds with [tls] certificate at line 2 and key at line 3; the
+ * warnings go to *warnings (NULL: not wanted). */
 static char *
-build_error(const char *cert, const char *key, const char *extra)
+build_warn(const char *cert, const char *key, const char *extra,
+    char **warnings)
 {
 	struct config *cfg =
 	    load("[tls]\ncertificate = %s\nkey = %s\n%s" LISTENER, cert, key,
 	        extra);
 	char *error = NULL;
-	SSL_CTX *ctx = tls_ctx_build(cfg, &cfg->listeners[0], &error);
+	SSL_CTX *ctx =
+	    tls_ctx_build(cfg, &cfg->listeners[0], NULL, warnings, &error);
 
 	SSL_CTX_free(ctx);
 	config_unref(cfg);
@@ -69,6 +72,12 @@ build_error(const char *cert, const char *key, const char *extra)
 	return error;
 }
 
+static char *
+build_error(const char *cert, const char *key, const char *extra)
+{
+	return build_warn(cert, key, extra, NULL);
+}
+
 static void
 expect_prefix(char *error, int line, const char *message)
 {
@@ -77,6 +86,19 @@ expect_prefix(char *error, int line, const char *message)
 	(void)snprintf(want, sizeof(want), "%s:%d: %s", ini, line, message);
 	if (error == NULL || strncmp(error, want, strlen(want)) != 0)
 		fail_msg("want: %s\ngot:  %s", want, error ? error : "(ok)");
+	free(error);
+}
+
+static void
+expect_contains(char *error, int line, const char *message)
+{
+	char want[1024];
+
+	(void)snprintf(want, sizeof(want), "%s:%d: ", ini, line);
+	if (error == NULL || strncmp(error, want, strlen(want)) != 0 ||
+	    strstr(error, message) == NULL)
+		fail_msg("want: %s...%s\ngot:  %s", want, message,
+		    error ? error : "(ok)");
 	free(error);
 }
 
@@ -110,28 +132,137 @@ test_tls_ctx_build_reports_certificate_problems(void **state)
 	expect_prefix(build_error(cert, key, "ciphersuites = TLS_NOPE\n"), 4,
 	    "ciphersuites: OpenSSL does not accept 'TLS_NOPE'");
 
-	/* SNI certificates are checked as the default one is, each error
-	 * at its own line. */
-	{
-		char extra[2000];
+	/* The default certificate must be valid now. */
+	(void)snprintf(garbage, sizeof(garbage), "%s/old.crt", dir);
+	(void)snprintf(other_key, sizeof(other_key), "%s/old.key", dir);
+	expect_contains(build_error(garbage, other_key, ""), 2,
+	    "has expired (notAfter ");
+	(void)snprintf(garbage, sizeof(garbage), "%s/new.crt", dir);
+	(void)snprintf(other_key, sizeof(other_key), "%s/new.key", dir);
+	expect_contains(build_error(garbage, other_key, ""), 2,
+	    "is not valid yet (notBefore ");
+}
 
-		(void)snprintf(extra, sizeof(extra),
-		    "sni_certificate = %s %s\nsni_certificate = %s\n", cert,
-		    key, garbage);
-		expect_prefix(build_error(cert, key, extra), 5,
-		    "certificate '");
-		(void)snprintf(extra, sizeof(extra),
-		    "sni_certificate = %s %s\n", cert, other_key);
-		expect_prefix(build_error(cert, key, extra), 4, "key '");
-		expect_prefix(build_error(cert, key,
-		                  "sni_certificate = /nonexistent.pem\n"),
-		    4,
-		    "cannot read certificate '/nonexistent.pem': No such file "
-		    "or directory");
-		(void)snprintf(extra, sizeof(extra),
-		    "sni_certificate = %s %s\nsni_strict = yes\n", cert, key);
-		assert_null(build_error(cert, key, extra));
+/* One broken or expired sni_certificate among many is left out with a
+ * warning at its own line; the context is built. */
+static void
+test_tls_ctx_build_skips_bad_sni_certificates(void **state)
+{
+	char extra[4000], *warnings = NULL;
+	const char *want[] = {
+	    "certificate '",
+	    "key '",
+	    "cannot read certificate '/nonexistent.pem': No such file or "
+	    "directory",
+	    "has expired (notAfter ",
+	};
+	size_t i;
+
+	(void)state;
+	(void)snprintf(extra, sizeof(extra),
+	    "sni_certificate = %s/a.crt %s/a.key\n"     /* 4: fine */
+	    "sni_certificate = %s/garbage.pem\n"        /* 5 */
+	    "sni_certificate = %s/a.crt %s/b.key\n"     /* 6 */
+	    "sni_certificate = /nonexistent.pem\n"      /* 7 */
+	    "sni_certificate = %s/old.crt %s/old.key\n" /* 8 */
+	    "sni_strict = yes\n",
+	    dir, dir, dir, dir, dir, dir, dir);
+	{
+		char cert[600], key[600];
+
+		(void)snprintf(cert, sizeof(cert), "%s/a.crt", dir);
+		(void)snprintf(key, sizeof(key), "%s/a.key", dir);
+		assert_null(build_warn(cert, key, extra, &warnings));
 	}
+	assert_non_null(warnings);
+	for (i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		char prefix[700], *line;
+
+		(void)snprintf(prefix, sizeof(prefix), "%s:%zu: ", ini, i + 5);
+		line = strstr(warnings, prefix);
+		if (line == NULL || strstr(line, want[i]) == NULL ||
+		    (strchr(line, '\n') != NULL &&
+		        strstr(line, want[i]) > strchr(line, '\n')))
+			fail_msg("line %zu: want %s\ngot: %s", i + 5, want[i],
+			    warnings);
+	}
+	assert_null(strstr(warnings, ":4: "));
+	assert_non_null(strstr(warnings,
+	    "; sni_certificate skipped: its "
+	    "names get the default certificate"));
+	free(warnings);
+}
+
+static char *
+tickets_error(const char *text)
+{
+	struct config_loc loc = {ini, 7};
+	struct tls_tickets t;
+	char path[600], *error = NULL;
+	FILE *f;
+
+	(void)snprintf(path, sizeof(path), "%s/tickets.key", dir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	assert_int_equal(fclose(f), 0);
+	if (tls_tickets_load(&t, path, &loc, &error)) {
+		assert_null(error);
+		return NULL;
+	}
+	assert_non_null(error);
+	return error;
+}
+
+/* ticket_key_file: base64 lines of 80 bytes, first seals; every
+ * malformed line is named. */
+static void
+test_tls_tickets_load(void **state)
+{
+	/* 80 bytes: 0x00..0x4f, and the same +1. */
+	static const char k1[] =
+	    "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gIS"
+	    "IjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+P0BBQk"
+	    "NERUZHSElKS0xNTk8=";
+	static const char k2[] =
+	    "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIi"
+	    "MkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4/QEFCQ0"
+	    "RFRkdISUpLTE1OT1A=";
+	struct config_loc loc = {ini, 7};
+	struct tls_tickets t, r1, r2;
+	char text[600], path[600], *error = NULL;
+	char *e;
+
+	(void)state;
+	(void)snprintf(text, sizeof(text), "# rotated daily\n%s\n\n%s\n", k1,
+	    k2);
+	assert_null(tickets_error(text));
+	(void)snprintf(path, sizeof(path), "%s/tickets.key", dir);
+	assert_true(tls_tickets_load(&t, path, &loc, &error));
+	assert_int_equal(t.count, 2);
+	assert_int_equal(t.key[0].name[1], 1);
+	assert_int_equal(t.key[1].name[1], 2);
+	assert_int_equal(t.key[1].aes[31], 0x50);
+
+	e = tickets_error("AAEC\n");
+	assert_non_null(strstr(e, ":7: ticket_key_file '"));
+	assert_non_null(strstr(e, "line 1: not 80 bytes in base64"));
+	free(e);
+	(void)snprintf(text, sizeof(text), "%s\n%.100s!!!!!!!!\n", k1, k2);
+	e = tickets_error(text);
+	assert_non_null(strstr(e, "line 2: not 80 bytes in base64"));
+	free(e);
+	e = tickets_error("# nothing\n");
+	assert_non_null(strstr(e, "has no key"));
+	free(e);
+
+	/* A reload's random keys: new first, the last first one second. */
+	assert_true(tls_tickets_random(&r1, NULL));
+	assert_int_equal(r1.count, 1);
+	assert_true(tls_tickets_random(&r2, &r1));
+	assert_int_equal(r2.count, 2);
+	assert_memory_equal(&r2.key[1], &r1.key[0], sizeof(r1.key[0]));
+	assert_memory_not_equal(&r2.key[0], &r1.key[0], sizeof(r1.key[0]));
 }
 
 static void
@@ -180,7 +311,8 @@ pair_open(struct pair *p, int client_max_version)
 	p->cfg =
 	    load("[tls]\ncertificate = %s/a.crt\nkey = %s/a.key\n" LISTENER,
 	        dir, dir);
-	p->sctx = tls_ctx_build(p->cfg, &p->cfg->listeners[0], &error);
+	p->sctx =
+	    tls_ctx_build(p->cfg, &p->cfg->listeners[0], NULL, NULL, &error);
 	assert_non_null(p->sctx);
 	buf_pool_init(&p->pool, 8);
 	p->io.in = &p->in;
@@ -352,6 +484,8 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_tls_ctx_build_reports_certificate_problems),
+	    cmocka_unit_test(test_tls_ctx_build_skips_bad_sni_certificates),
+	    cmocka_unit_test(test_tls_tickets_load),
 	    cmocka_unit_test(test_tls_ctx_build_key_mismatch_names_both_files),
 	    cmocka_unit_test(test_tls_chunk_bio_handshake_and_data),
 	    cmocka_unit_test(test_tls_chunk_bio_eof_is_truncation),
@@ -363,7 +497,10 @@ main(void)
 
 	dir = testcert_tmpdir();
 	if (dir == NULL || testcert_write(dir, "a") != 0 ||
-	    testcert_write(dir, "b") != 0 || tls_init() != 0) {
+	    testcert_write(dir, "b") != 0 ||
+	    testcert_write_dated(dir, "old", -7200, -3600) != 0 ||
+	    testcert_write_dated(dir, "new", 3600, 7200) != 0 ||
+	    tls_init() != 0) {
 		fprintf(stderr, "cannot set up test certificates\n");
 		return 1;
 	}

@@ -28,6 +28,13 @@ write_pem(const char *path, EVP_PKEY *key, X509 *cert)
 int
 testcert_write(const char *dir, const char *stem)
 {
+	return testcert_write_dated(dir, stem, -3600, 86400);
+}
+
+int
+testcert_write_dated(const char *dir, const char *stem, long not_before,
+    long not_after)
+{
 	char path[512];
 	EVP_PKEY *key = EVP_EC_gen("P-256");
 	X509 *cert = X509_new();
@@ -38,8 +45,8 @@ testcert_write(const char *dir, const char *stem)
 		goto done;
 	(void)X509_set_version(cert, 2);
 	(void)ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
-	(void)X509_gmtime_adj(X509_getm_notBefore(cert), -3600);
-	(void)X509_gmtime_adj(X509_getm_notAfter(cert), 86400);
+	(void)X509_gmtime_adj(X509_getm_notBefore(cert), not_before);
+	(void)X509_gmtime_adj(X509_getm_notAfter(cert), not_after);
 	(void)X509_set_pubkey(cert, key);
 	name = X509_get_subject_name(cert);
 	(void)X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,

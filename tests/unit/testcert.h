@@ -14,6 +14,10 @@
  */
 int testcert_write(const char *dir, const char *stem);
 
+/* The same, valid from not_before to not_after seconds from now. */
+int testcert_write_dated(const char *dir, const char *stem, long not_before,
+    long not_after);
+
 /* Makes a private temporary directory; returns a static path or NULL. */
 const char *testcert_tmpdir(void);
 

@@ -1,0 +1,1161 @@
+/*
+ * The master: configuration, certificates, listening sockets, worker
+ * generations, signals, reload and supervision (see master.h).
+ *
+ * One listening socket per address, opened here and inherited by every
+ * worker of every generation that serves the address. The kernel's accept
+ * queue belongs to that socket, and the master holds it open for as long
+ * as the address is configured: a worker that dies, a reload, or fewer
+ * workers after one never resets a connection waiting in the queue; some
+ * other worker accepts it. Only a listener removed by a reload closes its
+ * socket (and what waits in its queue), as nginx does.
+ *
+ * The master waits with signalfd and poll rather than libuv: a libuv loop
+ * keeps process-wide signal state that a forked worker, which runs its
+ * own loop, would share with it (libuv's uv_loop_fork leaves that to the
+ * caller). Every signal it handles stays blocked; workers unblock them.
+ *
+ * Must not: do TLS, read a client's bytes, or block anywhere but poll().
+ */
+#define _GNU_SOURCE /* setgroups, signalfd, SOCK_CLOEXEC */
+#include "mailproxy/master.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
+#include <systemd/sd-daemon.h>
+#include <uv.h>
+
+#include "mailproxy/log.h"
+#include "mailproxy/session.h"
+#include "mailproxy/tls.h"
+#include "mailproxy/version.h"
+#include "mailproxy/worker.h"
+
+/* A listening socket of the master's, by address. */
+struct msock {
+	struct sockaddr_storage sa;
+	socklen_t sa_len;
+	int fd;
+};
+
+struct slot {
+	pid_t pid;            /* 0: not running */
+	uint64_t started_ms;  /* when forked */
+	uint64_t respawn_ms;  /* when to fork again (0: not waiting) */
+	unsigned fast_deaths; /* in a row, each within MASTER_STABLE_MS */
+};
+
+struct generation {
+	struct generation *older;
+	unsigned id;
+	struct config *cfg;
+	SSL_CTX **ctxs; /* one per listener */
+	int *fds;       /* per listener, per address: the master's */
+	struct slot *slots;
+	unsigned n;
+	unsigned alive;
+	bool retiring; /* replaced by a reload: draining */
+	bool ending;   /* told its deadline is now (over the cap) */
+};
+
+struct master {
+	const char *path;
+	char **argv;
+	char exe[4096]; /* the binary's path, for an upgrade */
+	pid_t pid;
+	pid_t successor;  /* the master SIGUSR2 started, until it serves */
+	int successor_fd; /* its readiness pipe; -1: none */
+	bool handed_over; /* a successor serves: drain and exit */
+	struct generation *current; /* newest; ->older are retiring */
+	unsigned last_id;
+	struct msock *socks;
+	size_t sock_count;
+	int sigfd;
+	unsigned stop_signals;
+	struct tls_tickets tickets;
+	size_t session_max; /* per worker process */
+};
+
+static const int handled[] = {SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1,
+    SIGUSR2, SIGCHLD};
+
+static uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Calls report once per line of a multi-line text. */
+static void
+each_line(const char *text,
+    void (*report)(const char *line, const char *prefix), const char *prefix)
+{
+	const char *p = text, *nl;
+	char line[1024];
+
+	while (p != NULL && *p != '\0') {
+		nl = strchr(p, '\n');
+		if (nl == NULL)
+			nl = p + strlen(p);
+		(void)snprintf(line, sizeof(line), "%.*s", (int)(nl - p), p);
+		report(line, prefix);
+		p = *nl == '\n' ? nl + 1 : nl;
+	}
+}
+
+static void
+print_line(const char *line, const char *prefix)
+{
+	fprintf(stderr, "mailproxy: %s%s\n", prefix, line);
+}
+
+/* In the log the level says what is a warning. */
+static void
+log_line(const char *line, const char *prefix)
+{
+	(void)prefix;
+	log_warnx("%s", line);
+}
+
+static void
+free_ctxs(SSL_CTX **ctxs, size_t n)
+{
+	size_t i;
+
+	if (ctxs == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		SSL_CTX_free(ctxs[i]);
+	free(ctxs);
+}
+
+/*
+ * Everything a generation needs that may fail on bad files: the ticket
+ * keys (from ticket_key_file, else a fresh random key after previous's)
+ * and one context per listener. Problems go to report, each line once;
+ * false when anything but a warning went wrong.
+ */
+static bool
+build(const struct config *cfg, const struct tls_tickets *previous,
+    struct tls_tickets *tickets, SSL_CTX ***ctxs_out,
+    void (*report)(const char *line, const char *prefix))
+{
+	char *warnings = NULL, *error = NULL;
+	SSL_CTX **ctxs;
+	bool ok = true;
+	size_t i;
+
+	*ctxs_out = NULL;
+	if (cfg->tls.ticket_key_file != NULL) {
+		if (!tls_tickets_load(tickets, cfg->tls.ticket_key_file,
+		        &cfg->tls.ticket_key_file_loc, &error)) {
+			each_line(error != NULL ? error : "out of memory",
+			    report, "");
+			free(error);
+			ok = false;
+		}
+	} else if (!tls_tickets_random(tickets, previous)) {
+		report("cannot make session ticket keys", "");
+		ok = false;
+	}
+	ctxs = calloc(cfg->listener_count, sizeof(*ctxs));
+	if (ctxs == NULL) {
+		report("out of memory", "");
+		return false;
+	}
+	for (i = 0; i < cfg->listener_count; i++) {
+		ctxs[i] = tls_ctx_build(cfg, &cfg->listeners[i], tickets,
+		    &warnings, &error);
+		if (ctxs[i] == NULL) {
+			each_line(error != NULL ? error : "out of memory",
+			    report, "");
+			free(error);
+			ok = false;
+		}
+	}
+	if (warnings != NULL)
+		each_line(warnings, report, "warning: ");
+	free(warnings);
+	if (!ok) {
+		free_ctxs(ctxs, cfg->listener_count);
+		return false;
+	}
+	*ctxs_out = ctxs;
+	return true;
+}
+
+int
+master_test(const struct config *cfg)
+{
+	struct tls_tickets tickets;
+	SSL_CTX **ctxs;
+
+	if (!build(cfg, NULL, &tickets, &ctxs, print_line))
+		return 1;
+	free_ctxs(ctxs, cfg->listener_count);
+	OPENSSL_cleanse(&tickets, sizeof(tickets));
+	return 0;
+}
+
+/*
+ * Sessions a worker takes before it turns new ones away (end=limit): two
+ * descriptors each, less what the process needs besides (listening
+ * sockets, log, libuv's own). Without it, libuv silently accepts and
+ * closes connections once accept() fails with EMFILE, and nobody learns
+ * why clients are dropped. Each worker is its own process with its own
+ * descriptor table, so the limit is per worker.
+ */
+static size_t
+session_max(rlim_t fds, size_t listen_fds)
+{
+	size_t reserve = 16 + listen_fds + 4;
+
+	if (fds < reserve + 2) {
+		log_warnx("open file limit %llu leaves no room for sessions "
+		          "(%zu are needed besides); raise it",
+		    (unsigned long long)fds, reserve);
+		return 1;
+	}
+	return ((size_t)fds - reserve) / 2;
+}
+
+/* Raises the soft limit to the hard one; the workers inherit it. */
+static size_t
+raise_fd_limit(size_t listen_fds)
+{
+	struct rlimit rl;
+	size_t most;
+	rlim_t was;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		log_warn("getrlimit(RLIMIT_NOFILE)");
+		return session_max(1024, listen_fds);
+	}
+	was = rl.rlim_cur;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+			log_warn("cannot raise the open file limit to %llu",
+			    (unsigned long long)rl.rlim_max);
+			rl.rlim_cur = was;
+		}
+	}
+	most = session_max(rl.rlim_cur, listen_fds);
+	log_info("open file limit %llu (was %llu, hard limit %llu): at most "
+	         "%zu sessions per worker",
+	    (unsigned long long)rl.rlim_cur, (unsigned long long)was,
+	    (unsigned long long)rl.rlim_max, most);
+	return most;
+}
+
+static int
+bind_socket(const struct config_addr *a)
+{
+	int fd, one = 1;
+
+	fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0);
+	if (fd < 0)
+		return -1;
+	/* One socket per address, shared by the workers. SO_REUSEPORT
+	 * still lets copies run by the same user share the port, as before
+	 * workers were processes. */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+		goto fail;
+	/* [::] and 0.0.0.0 are separate listen entries: keep v6 to v6. */
+	if (a->sa.ss_family == AF_INET6 &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0)
+		goto fail;
+	if (bind(fd, (const struct sockaddr *)&a->sa, a->sa_len) != 0 ||
+	    listen(fd, SOMAXCONN) != 0)
+		goto fail;
+	return fd;
+fail : {
+	int saved = errno;
+
+	(void)close(fd);
+	errno = saved;
+}
+	return -1;
+}
+
+static struct msock *
+find_sock(struct msock *socks, size_t n, const struct config_addr *a)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (socks[i].fd >= 0 && socks[i].sa_len == a->sa_len &&
+		    memcmp(&socks[i].sa, &a->sa, a->sa_len) == 0)
+			return &socks[i];
+	return NULL;
+}
+
+static size_t
+address_count(const struct config *cfg)
+{
+	size_t n = 0, i;
+
+	for (i = 0; i < cfg->listener_count; i++)
+		n += cfg->listeners[i].listen_count;
+	return n;
+}
+
+/*
+ * The sockets cfg needs: those m already has for an address are carried
+ * over, the others bound now. On success m's table becomes the new one,
+ * sockets no longer configured are closed, and *fds_out lists the fd of
+ * each address of cfg in order. On failure nothing changes and the
+ * reason is logged.
+ */
+static bool
+take_sockets(struct master *m, const struct config *cfg, int **fds_out)
+{
+	size_t total = address_count(cfg), i, j, k = 0, n = 0;
+	struct msock *next = calloc(total, sizeof(*next)), *old;
+	int *fds = calloc(total, sizeof(*fds));
+	bool *bound = calloc(total, sizeof(*bound));
+
+	if (next == NULL || fds == NULL || bound == NULL) {
+		log_warnx("out of memory");
+		goto fail;
+	}
+	for (i = 0; i < cfg->listener_count; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+
+		for (j = 0; j < l->listen_count; j++, k++) {
+			const struct config_addr *a = &l->listen[j];
+			struct msock *have = find_sock(next, n, a);
+
+			if (have != NULL) { /* the same address twice */
+				fds[k] = have->fd;
+				continue;
+			}
+			old = find_sock(m->socks, m->sock_count, a);
+			next[n].sa = a->sa;
+			next[n].sa_len = a->sa_len;
+			if (old != NULL) {
+				next[n].fd = old->fd;
+			} else {
+				next[n].fd = bind_socket(a);
+				if (next[n].fd < 0) {
+					log_warn("listener %s: cannot listen "
+					         "on %s",
+					    l->name, a->text);
+					goto fail;
+				}
+				bound[n] = true;
+			}
+			fds[k] = next[n++].fd;
+		}
+	}
+	/* Addresses no longer configured: their queues close with them. */
+	for (i = 0; i < m->sock_count; i++)
+		if (find_sock(next, n,
+		        &(struct config_addr){.sa = m->socks[i].sa,
+		            .sa_len = m->socks[i].sa_len}) == NULL)
+			(void)close(m->socks[i].fd);
+	free(m->socks);
+	m->socks = next;
+	m->sock_count = n;
+	free(bound);
+	*fds_out = fds;
+	return true;
+fail:
+	for (i = 0; bound != NULL && i < n; i++)
+		if (bound[i])
+			(void)close(next[i].fd);
+	free(next);
+	free(fds);
+	free(bound);
+	return false;
+}
+
+static void
+close_sockets(struct master *m)
+{
+	size_t i;
+
+	for (i = 0; i < m->sock_count; i++)
+		(void)close(m->socks[i].fd);
+	free(m->socks);
+	m->socks = NULL;
+	m->sock_count = 0;
+}
+
+/* Checked in the master, so that a reload naming an unknown user fails
+ * there instead of in a loop of workers that cannot start. */
+static bool
+lookup_user(const struct config *cfg, uid_t *uid, gid_t *gid)
+{
+	struct passwd *pw;
+	struct group *gr;
+
+	if (cfg->user == NULL)
+		return true;
+	pw = getpwnam(cfg->user);
+	if (pw == NULL) {
+		log_warnx("%s: user %s does not exist", cfg->path, cfg->user);
+		return false;
+	}
+	*uid = pw->pw_uid;
+	*gid = pw->pw_gid;
+	if (cfg->group != NULL) {
+		gr = getgrnam(cfg->group);
+		if (gr == NULL) {
+			log_warnx("%s: group %s does not exist", cfg->path,
+			    cfg->group);
+			return false;
+		}
+		*gid = gr->gr_gid;
+	}
+	if (geteuid() != 0 && geteuid() != *uid) {
+		log_warnx("%s: cannot switch to user %s: not started as root",
+		    cfg->path, cfg->user);
+		return false;
+	}
+	return true;
+}
+
+/* In a new worker. Exits when it cannot. */
+static void
+drop_privileges(const struct config *cfg)
+{
+	uid_t uid = 0;
+	gid_t gid = 0;
+
+	if (cfg->user == NULL || !lookup_user(cfg, &uid, &gid))
+		return;
+	if (geteuid() != 0)
+		return; /* already that user */
+	if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
+		fatal("cannot switch to user %s", cfg->user);
+	if (setuid(0) == 0)
+		fatalx("could switch back to root after dropping privileges");
+}
+
+static uint32_t
+random_tag(void)
+{
+	uint32_t tag = 0;
+
+	if (RAND_bytes((unsigned char *)&tag, sizeof(tag)) != 1)
+		tag = (uint32_t)uv_hrtime() ^ (uint32_t)getpid();
+	return tag;
+}
+
+/* The child side of a fork: becomes worker i of g and never returns. */
+static void
+worker_child(struct master *m, struct generation *g, unsigned i)
+{
+	struct worker_spec spec;
+
+	(void)close(m->sigfd);
+	drop_privileges(g->cfg);
+	/* Ids stay unique across workers and generations. */
+	session_init_ids(random_tag());
+	memset(&spec, 0, sizeof(spec));
+	spec.index = i;
+	spec.generation = g->id;
+	spec.master = m->pid;
+	spec.cfg = g->cfg;
+	spec.ctxs = g->ctxs;
+	spec.fds = g->fds;
+	spec.session_max = m->session_max;
+	exit(worker_run(&spec));
+}
+
+static bool
+fork_worker(struct master *m, struct generation *g, unsigned i)
+{
+	struct slot *s = &g->slots[i];
+	pid_t pid = fork();
+
+	if (pid < 0) {
+		log_warn("generation %u worker %u: cannot fork", g->id, i);
+		s->respawn_ms = now_ms() + MASTER_BACKOFF_MAX_MS;
+		return false;
+	}
+	if (pid == 0)
+		worker_child(m, g, i);
+	s->pid = pid;
+	s->started_ms = now_ms();
+	s->respawn_ms = 0;
+	g->alive++;
+	return true;
+}
+
+static void
+signal_generation(struct generation *g, int signum)
+{
+	unsigned i;
+
+	for (i = 0; i < g->n; i++)
+		if (g->slots[i].pid > 0)
+			(void)kill(g->slots[i].pid, signum);
+}
+
+static void
+free_generation(struct generation *g)
+{
+	free_ctxs(g->ctxs, g->cfg->listener_count);
+	config_unref(g->cfg);
+	free(g->fds);
+	free(g->slots);
+	free(g);
+}
+
+/* A generation of cfg (taken) on the sockets in fds (taken). */
+static struct generation *
+new_generation(struct master *m, struct config *cfg, SSL_CTX **ctxs, int *fds)
+{
+	struct generation *g = calloc(1, sizeof(*g));
+	unsigned n =
+	    cfg->workers != 0 ? cfg->workers : uv_available_parallelism();
+
+	if (g == NULL || (g->slots = calloc(n, sizeof(*g->slots))) == NULL) {
+		free(g);
+		free_ctxs(ctxs, cfg->listener_count);
+		config_unref(cfg);
+		free(fds);
+		return NULL;
+	}
+	g->id = ++m->last_id;
+	g->cfg = cfg;
+	g->ctxs = ctxs;
+	g->fds = fds;
+	g->n = n;
+	return g;
+}
+
+static void
+log_listeners(const struct config *cfg)
+{
+	size_t i, j;
+
+	for (i = 0; i < cfg->listener_count; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+
+		for (j = 0; j < l->listen_count; j++)
+			log_info("listener %s: %s, %s TLS, on %s, backend %s",
+			    l->name, proto_name(l->protocol),
+			    l->tls == CONFIG_TLS_IMPLICIT ? "implicit" :
+			                                    "STARTTLS",
+			    l->listen[j].text, l->backend.text);
+	}
+}
+
+static void notify_status(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+/* Tells systemd (a no-op when not run by it), in one datagram. */
+static void
+notify_status(const char *fmt, ...)
+{
+	char text[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	(void)sd_notify(0, text);
+}
+
+/* Retired generations over the cap: the oldest end now, spread. */
+static void
+cap_draining(struct master *m)
+{
+	struct generation *g, *oldest;
+	unsigned draining;
+
+	for (;;) {
+		draining = 0;
+		oldest = NULL;
+		for (g = m->current->older; g != NULL; g = g->older)
+			if (!g->ending) {
+				draining++;
+				oldest = g;
+			}
+		if (draining <= MASTER_DRAINING_MAX)
+			return;
+		oldest->ending = true;
+		log_info("generation %u: more than %d generations draining; "
+		         "ending its sessions now",
+		    oldest->id, MASTER_DRAINING_MAX);
+		signal_generation(oldest, SIGUSR2);
+	}
+}
+
+/* Starts every worker of g, the newest generation. */
+static void
+start_generation(struct master *m, struct generation *g)
+{
+	unsigned i;
+
+	for (i = 0; i < g->n; i++)
+		(void)fork_worker(m, g, i);
+}
+
+/*
+ * SIGHUP: the file is read and checked again as -t does. Anything wrong:
+ * logged, and the running generation goes on untouched. Otherwise a new
+ * generation starts on the sockets (carried over where the address is
+ * unchanged) and the one before drains.
+ */
+static void
+reload(struct master *m)
+{
+	struct config *cfg;
+	struct tls_tickets tickets;
+	struct generation *g;
+	char *errors = NULL;
+	SSL_CTX **ctxs;
+	uid_t uid = 0;
+	gid_t gid = 0;
+	int *fds;
+
+	(void)sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
+	    (unsigned long long)now_ms() * 1000);
+	log_info("SIGHUP: reloading %s", m->path);
+	cfg = config_load(m->path, &errors);
+	if (cfg == NULL) {
+		each_line(errors != NULL ? errors : "out of memory", log_line,
+		    "");
+		free(errors);
+		goto fail;
+	}
+	if (!build(cfg, &m->tickets, &tickets, &ctxs, log_line)) {
+		config_unref(cfg);
+		goto fail;
+	}
+	if (!lookup_user(cfg, &uid, &gid) || !take_sockets(m, cfg, &fds)) {
+		free_ctxs(ctxs, cfg->listener_count);
+		config_unref(cfg);
+		OPENSSL_cleanse(&tickets, sizeof(tickets));
+		goto fail;
+	}
+	g = new_generation(m, cfg, ctxs, fds);
+	if (g == NULL) {
+		log_warnx("reload: out of memory");
+		goto fail;
+	}
+	{
+		int r = log_init(cfg);
+
+		if (r < 0) {
+			errno = -r;
+			log_warn("reload: cannot open log file %s; logging "
+			         "goes on where it was",
+			    cfg->log);
+		} else if (cfg->user != NULL) {
+			(void)log_chown(uid, gid);
+		}
+	}
+	m->tickets = tickets;
+	OPENSSL_cleanse(&tickets, sizeof(tickets));
+	g->older = m->current;
+	m->current->retiring = true;
+	m->current = g;
+	start_generation(m, g);
+	log_listeners(cfg);
+	/* The new workers accept on the same sockets first, so no client
+	 * meets a moment with nobody accepting. */
+	signal_generation(g->older, SIGQUIT);
+	log_info("reload: generation %u started with %u worker%s; "
+	         "generation %u drains for up to %llu s",
+	    g->id, g->n, g->n == 1 ? "" : "s", g->older->id,
+	    (unsigned long long)(g->older->cfg->reload_drain_timeout_ms /
+	        1000));
+	cap_draining(m);
+	notify_status("READY=1\nSTATUS=generation %u, %u workers (reloaded)",
+	    g->id, g->n);
+	return;
+fail:
+	log_warnx("reload failed; generation %u goes on with the "
+	          "configuration it has",
+	    m->current->id);
+	notify_status("READY=1\nSTATUS=reload failed: see the log; "
+	              "generation %u goes on",
+	    m->current->id);
+}
+
+static void
+stop(struct master *m, int signum)
+{
+	struct generation *g;
+
+	m->stop_signals++;
+	if (m->stop_signals == 1) {
+		log_info(
+		    "SIG%s: stopping; sessions may finish for up to %llu ms "
+		    "(signal again to end them now)",
+		    sigabbrev_np(signum),
+		    (unsigned long long)m->current->cfg->drain_timeout_ms);
+		(void)sd_notify(0, "STOPPING=1");
+		/* New connections are refused once the workers close theirs. */
+		close_sockets(m);
+	} else {
+		log_info("SIG%s: ending all sessions now",
+		    sigabbrev_np(signum));
+	}
+	for (g = m->current; g != NULL; g = g->older)
+		signal_generation(g, m->stop_signals == 1 ? SIGTERM : SIGINT);
+}
+
+static void
+describe_exit(int status, char *text, size_t size)
+{
+	if (WIFEXITED(status))
+		(void)snprintf(text, size, "exited with status %d",
+		    WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		(void)snprintf(text, size, "was killed by signal %d (SIG%s)%s",
+		    WTERMSIG(status), sigabbrev_np(WTERMSIG(status)),
+		    WCOREDUMP(status) ? ", core dumped" : "");
+	else
+		(void)snprintf(text, size, "ended (status %#x)", status);
+}
+
+/* One worker has ended: replace it, or let its generation go. */
+static void
+reap(struct master *m, pid_t pid, int status)
+{
+	struct generation *g, **link;
+	struct slot *s = NULL;
+	uint64_t lived, delay;
+	unsigned i = 0;
+	char how[96];
+
+	for (link = &m->current; (g = *link) != NULL; link = &g->older) {
+		for (i = 0; i < g->n; i++)
+			if (g->slots[i].pid == pid) {
+				s = &g->slots[i];
+				break;
+			}
+		if (s != NULL)
+			break;
+	}
+	if (s == NULL) {
+		if (pid == m->successor) {
+			describe_exit(status, how, sizeof(how));
+			log_warnx("upgrade failed: the new master (pid %ld) %s "
+			          "before it served; this one goes on",
+			    (long)pid, how);
+			m->successor = 0;
+		}
+		return; /* not ours: a worker's stray child cannot be */
+	}
+	s->pid = 0;
+	g->alive--;
+	describe_exit(status, how, sizeof(how));
+	lived = now_ms() - s->started_ms;
+	if (g == m->current && m->stop_signals == 0 && !m->handed_over) {
+		s->fast_deaths =
+		    lived < MASTER_STABLE_MS ? s->fast_deaths + 1 : 0;
+		delay = 0;
+		if (s->fast_deaths > 0) {
+			delay = MASTER_BACKOFF_MIN_MS
+			    << (s->fast_deaths > 8 ? 7 : s->fast_deaths - 1);
+			if (delay > MASTER_BACKOFF_MAX_MS)
+				delay = MASTER_BACKOFF_MAX_MS;
+		}
+		log_warnx("worker %u (pid %ld) %s after %llu ms; replacing it "
+		          "in %llu ms",
+		    i, (long)pid, how, (unsigned long long)lived,
+		    (unsigned long long)delay);
+		s->respawn_ms = now_ms() + delay;
+		if (s->respawn_ms == 0)
+			s->respawn_ms = 1;
+		return;
+	}
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		log_info("generation %u worker %u (pid %ld) finished", g->id, i,
+		    (long)pid);
+	else
+		log_warnx("generation %u worker %u (pid %ld) %s", g->id, i,
+		    (long)pid, how);
+	if (g->alive == 0 && g != m->current) {
+		log_info("generation %u finished", g->id);
+		*link = g->older;
+		free_generation(g);
+	}
+}
+
+static void
+reap_all(struct master *m)
+{
+	pid_t pid;
+	int status;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+		reap(m, pid, status);
+}
+
+/* Workers of the current generation whose back-off has passed. */
+static int
+respawn_due(struct master *m)
+{
+	struct generation *g = m->current;
+	uint64_t now = now_ms(), wait, next = UINT64_MAX;
+	unsigned i;
+
+	if (m->stop_signals > 0 || m->handed_over)
+		return -1;
+	for (i = 0; i < g->n; i++) {
+		struct slot *s = &g->slots[i];
+
+		if (s->respawn_ms == 0 || s->pid > 0)
+			continue;
+		if (s->respawn_ms <= now) {
+			if (fork_worker(m, g, i))
+				log_info("worker %u replaced (pid %ld)", i,
+				    (long)s->pid);
+			continue;
+		}
+		wait = s->respawn_ms - now;
+		if (wait < next)
+			next = wait;
+	}
+	return next == UINT64_MAX ? -1 : next > 60000 ? 60000 : (int)next;
+}
+
+static bool
+any_alive(const struct master *m)
+{
+	const struct generation *g;
+
+	for (g = m->current; g != NULL; g = g->older)
+		if (g->alive > 0)
+			return true;
+	return false;
+}
+
+/*
+ * SIGUSR2, as nginx's binary upgrade: the binary at the path this one was
+ * started from is executed with the same command line and this master's
+ * listening sockets; once it serves (it writes to the pipe) this master
+ * hands over: its generations drain as after a reload, and it exits when
+ * they are done. If the new one fails first, nothing changes here.
+ */
+static void
+upgrade(struct master *m)
+{
+	char fds[1024], num[16];
+	size_t i, used = 0;
+	int p[2];
+	pid_t pid;
+
+	if (m->successor > 0) {
+		log_warnx("SIGUSR2: an upgrade is already under way (pid %ld)",
+		    (long)m->successor);
+		return;
+	}
+	if (pipe2(p, O_CLOEXEC) != 0) {
+		log_warn("SIGUSR2: cannot upgrade");
+		return;
+	}
+	fds[0] = '\0';
+	for (i = 0; i < m->sock_count; i++) {
+		(void)snprintf(num, sizeof(num), "%s%d", i > 0 ? " " : "",
+		    m->socks[i].fd);
+		if (used + strlen(num) + 1 > sizeof(fds))
+			break;
+		memcpy(fds + used, num, strlen(num) + 1);
+		used += strlen(num);
+	}
+	log_info("SIGUSR2: starting %s on the listening sockets", m->exe);
+	pid = fork();
+	if (pid < 0) {
+		log_warn("SIGUSR2: cannot fork");
+		(void)close(p[0]);
+		(void)close(p[1]);
+		return;
+	}
+	if (pid == 0) {
+		sigset_t none;
+
+		for (i = 0; i < m->sock_count; i++)
+			(void)fcntl(m->socks[i].fd, F_SETFD, 0);
+		(void)fcntl(p[1], F_SETFD, 0);
+		(void)snprintf(num, sizeof(num), "%d", p[1]);
+		(void)setenv(MASTER_ENV_FDS, fds, 1);
+		(void)setenv(MASTER_ENV_READY, num, 1);
+		/* Its generations number on from ours: one log, no two
+		 * generation 1s. */
+		(void)snprintf(num, sizeof(num), "%u", m->last_id);
+		(void)setenv(MASTER_ENV_GENERATION, num, 1);
+		(void)sigemptyset(&none);
+		(void)sigprocmask(SIG_SETMASK, &none, NULL);
+		execv(m->exe, m->argv);
+		_exit(127);
+	}
+	(void)close(p[1]);
+	m->successor = pid;
+	m->successor_fd = p[0];
+}
+
+/* The successor's pipe is readable: it serves, or it is gone. */
+static void
+successor_heard(struct master *m)
+{
+	struct generation *g;
+	char c = 0;
+	ssize_t n = read(m->successor_fd, &c, 1);
+
+	if (n < 0 && errno == EAGAIN)
+		return;
+	(void)close(m->successor_fd);
+	m->successor_fd = -1;
+	if (n != 1 || c != 'R') {
+		log_warnx("upgrade failed: the new master (pid %ld) did not "
+		          "start; this one goes on",
+		    (long)m->successor);
+		return;
+	}
+	log_info("upgrade: the new master (pid %ld) serves; the sessions "
+	         "here drain for up to %llu s, then this master exits",
+	    (long)m->successor,
+	    (unsigned long long)(m->current->cfg->reload_drain_timeout_ms /
+	        1000));
+	(void)sd_notifyf(0, "MAINPID=%ld\nREADY=1", (long)m->successor);
+	m->handed_over = true;
+	m->successor = 0;
+	close_sockets(m);
+	for (g = m->current; g != NULL; g = g->older) {
+		if (!g->retiring)
+			signal_generation(g, SIGQUIT);
+		g->retiring = true;
+	}
+}
+
+/* Sockets a master executed by SIGUSR2 inherited: carried over by
+ * take_sockets() like a reload's. */
+static void
+adopt_sockets(struct master *m)
+{
+	const char *list = getenv(MASTER_ENV_FDS);
+	char *end;
+	long fd;
+
+	while (list != NULL && *list != '\0') {
+		struct msock *grown;
+		struct sockaddr_storage sa;
+		socklen_t len = sizeof(sa);
+
+		fd = strtol(list, &end, 10);
+		if (end == list)
+			break;
+		list = end;
+		if (fd < 3 || fd > 65535 ||
+		    getsockname((int)fd, (struct sockaddr *)&sa, &len) != 0)
+			continue;
+		grown = realloc(m->socks, (m->sock_count + 1) * sizeof(*grown));
+		if (grown == NULL) {
+			(void)close((int)fd);
+			continue;
+		}
+		m->socks = grown;
+		(void)fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+		memset(&grown[m->sock_count], 0, sizeof(grown[0]));
+		memcpy(&grown[m->sock_count].sa, &sa, len);
+		grown[m->sock_count].sa_len = len;
+		grown[m->sock_count++].fd = (int)fd;
+	}
+	(void)unsetenv(MASTER_ENV_FDS);
+	list = getenv(MASTER_ENV_GENERATION);
+	if (list != NULL) {
+		fd = strtol(list, &end, 10);
+		if (*end == '\0' && fd > 0 && fd < 1000000)
+			m->last_id = (unsigned)fd;
+		(void)unsetenv(MASTER_ENV_GENERATION);
+	}
+}
+
+/* Tells the master that executed this one that it serves now. */
+static void
+tell_predecessor(void)
+{
+	const char *v = getenv(MASTER_ENV_READY);
+	int fd = v != NULL ? atoi(v) : -1;
+
+	if (fd > 2) {
+		if (write(fd, "R", 1) != 1)
+			log_warn("cannot tell the master before this one");
+		(void)close(fd);
+	}
+	(void)unsetenv(MASTER_ENV_READY);
+}
+
+static void
+own_log(const struct config *cfg)
+{
+	uid_t uid = 0;
+	gid_t gid = 0;
+
+	if (cfg->user != NULL && lookup_user(cfg, &uid, &gid) &&
+	    log_chown(uid, gid) < 0)
+		log_warn("cannot give the log file to user %s", cfg->user);
+}
+
+static void
+on_signal(struct master *m, int signum)
+{
+	struct generation *g;
+
+	switch (signum) {
+	case SIGCHLD:
+		reap_all(m);
+		break;
+	case SIGHUP:
+		if (m->stop_signals == 0 && !m->handed_over)
+			reload(m);
+		break;
+	case SIGUSR2:
+		if (m->stop_signals == 0 && !m->handed_over)
+			upgrade(m);
+		break;
+	case SIGTERM:
+	case SIGINT:
+	case SIGQUIT:
+		stop(m, signum);
+		break;
+	case SIGUSR1:
+		if (log_reopen() < 0) {
+			log_warn("SIGUSR1: cannot reopen %s",
+			    m->current->cfg->log);
+			break;
+		}
+		own_log(m->current->cfg);
+		log_info("SIGUSR1: log file reopened");
+		for (g = m->current; g != NULL; g = g->older)
+			signal_generation(g, SIGUSR1);
+		break;
+	default:
+		break;
+	}
+}
+
+static int
+open_signals(void)
+{
+	sigset_t set;
+	size_t i;
+
+	(void)sigemptyset(&set);
+	for (i = 0; i < sizeof(handled) / sizeof(handled[0]); i++)
+		(void)sigaddset(&set, handled[i]);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) != 0)
+		return -1;
+	return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+int
+master_run(const char *path, struct config *cfg, char **argv)
+{
+	struct signalfd_siginfo si;
+	struct master m;
+	struct generation *g;
+	struct pollfd pfd[2];
+	ssize_t len;
+	SSL_CTX **ctxs;
+	uid_t uid = 0;
+	gid_t gid = 0;
+	int *fds, timeout;
+	ssize_t r;
+
+	memset(&m, 0, sizeof(m));
+	m.path = path;
+	m.argv = argv;
+	m.pid = getpid();
+	m.successor_fd = -1;
+	len = readlink("/proc/self/exe", m.exe, sizeof(m.exe) - 1);
+	m.exe[len > 0 ? len : 0] = '\0';
+	if (log_init(cfg) < 0)
+		fatal("cannot open log file %s", cfg->log);
+	(void)signal(SIGPIPE, SIG_IGN);
+	m.sigfd = open_signals();
+	if (m.sigfd < 0)
+		fatal("cannot handle signals");
+	if (!lookup_user(cfg, &uid, &gid))
+		fatalx("cannot start");
+	own_log(cfg);
+	if (!build(cfg, NULL, &m.tickets, &ctxs, log_line))
+		fatalx("cannot start");
+	m.session_max = raise_fd_limit(address_count(cfg));
+	adopt_sockets(&m);
+	if (!take_sockets(&m, cfg, &fds))
+		fatalx("cannot start");
+	g = new_generation(&m, cfg, ctxs, fds);
+	if (g == NULL)
+		fatalx("out of memory");
+	m.current = g;
+	if (cfg->user != NULL)
+		log_info("workers run as user %s (uid %u, gid %u)", cfg->user,
+		    (unsigned)uid, (unsigned)gid);
+	start_generation(&m, g);
+	log_listeners(cfg);
+	if (cfg->busy_poll_ms > 0)
+		log_info("mailproxy %s started with %u worker%s, busy_poll "
+		         "%llums",
+		    MAILPROXY_VERSION, g->n, g->n == 1 ? "" : "s",
+		    (unsigned long long)cfg->busy_poll_ms);
+	else
+		log_info("mailproxy %s started with %u worker%s",
+		    MAILPROXY_VERSION, g->n, g->n == 1 ? "" : "s");
+	notify_status("READY=1\nSTATUS=generation %u, %u workers", g->id, g->n);
+	tell_predecessor();
+
+	pfd[0].fd = m.sigfd;
+	pfd[0].events = POLLIN;
+	pfd[1].events = POLLIN;
+	while ((m.stop_signals == 0 && !m.handed_over) || any_alive(&m)) {
+		timeout = respawn_due(&m);
+		pfd[1].fd = m.successor_fd;
+		if (poll(pfd, m.successor_fd >= 0 ? 2 : 1, timeout) < 0 &&
+		    errno != EINTR)
+			fatal("poll");
+		while ((r = read(m.sigfd, &si, sizeof(si))) == sizeof(si))
+			on_signal(&m, (int)si.ssi_signo);
+		/* A SIGCHLD merged with another may carry several exits. */
+		reap_all(&m);
+		if (m.successor_fd >= 0 && pfd[1].revents != 0)
+			successor_heard(&m);
+	}
+	if (m.successor_fd >= 0)
+		(void)close(m.successor_fd);
+	while (m.current != NULL) {
+		g = m.current;
+		m.current = g->older;
+		free_generation(g);
+	}
+	close_sockets(&m);
+	(void)close(m.sigfd);
+	OPENSSL_cleanse(&m.tickets, sizeof(m.tickets));
+	if (m.handed_over)
+		log_info("mailproxy stopped: its sessions are done, the new "
+		         "master serves");
+	else
+		log_info("mailproxy stopped");
+	return 0;
+}
