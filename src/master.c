@@ -617,6 +617,24 @@ start_generation(struct master *m, struct generation *g)
 		(void)fork_worker(m, g, i);
 }
 
+/* Frees the retired generations whose workers have all ended (also one
+ * retired while its last worker waited to be replaced). */
+static void
+drop_finished(struct master *m)
+{
+	struct generation *g, **link = &m->current->older;
+
+	while ((g = *link) != NULL) {
+		if (g->alive > 0) {
+			link = &g->older;
+			continue;
+		}
+		log_info("generation %u finished", g->id);
+		*link = g->older;
+		free_generation(g);
+	}
+}
+
 /*
  * SIGHUP: the file is read and checked again as -t does. Anything wrong:
  * logged, and the running generation goes on untouched. Otherwise a new
@@ -688,6 +706,7 @@ reload(struct master *m)
 	    (unsigned long long)(g->older->cfg->reload_drain_timeout_ms /
 	        1000));
 	cap_draining(m);
+	drop_finished(m);
 	notify_status("READY=1\nSTATUS=generation %u, %u workers (reloaded)",
 	    g->id, g->n);
 	return;
@@ -795,11 +814,7 @@ reap(struct master *m, pid_t pid, int status)
 	else
 		log_warnx("generation %u worker %u (pid %ld) %s", g->id, i,
 		    (long)pid, how);
-	if (g->alive == 0 && g != m->current) {
-		log_info("generation %u finished", g->id);
-		*link = g->older;
-		free_generation(g);
-	}
+	drop_finished(m);
 }
 
 static void
