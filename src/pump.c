@@ -672,6 +672,14 @@ handshake(struct pump_side *x)
 		return;
 	ERR_clear_error();
 	r = SSL_do_handshake(x->ssl);
+	/* With one ticket per handshake (tls.c), OpenSSL sends none after
+	 * a resumption: ask for one, so that a client that uses each
+	 * ticket once (RFC 8446 C.4) always has the next. */
+	if (r == 1 && SSL_session_reused(x->ssl) &&
+	    SSL_get_num_tickets(x->ssl) > 0 &&
+	    SSL_version(x->ssl) == TLS1_3_VERSION &&
+	    SSL_new_session_ticket(x->ssl) == 1)
+		r = SSL_do_handshake(x->ssl);
 	if (x->out.bytes > 0)
 		flush_later(x);
 	if (r == 1) {

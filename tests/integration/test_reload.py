@@ -442,6 +442,28 @@ class ReloadTest(ProxyTestCase):
             self.assertTrue(self.resume(mp.port("imaps"), third)[1])
             self.assertStopsCleanly(mp)
 
+    def test_one_ticket_per_handshake(self):
+        """TLS 1.3: one NewSessionTicket per full handshake (not
+        OpenSSL's default two), and one per resumption."""
+        import subprocess
+        mp = self.reloadable(names=("imaps",))
+        with mp:
+            sess = os.path.join(self.live, "s.pem")
+            counts = []
+            for extra in (["-sess_out", sess], ["-sess_in", sess]):
+                out = subprocess.run(
+                    ["openssl", "s_client", "-connect",
+                     "127.0.0.1:%d" % mp.port("imaps"), "-tls1_3", "-msg",
+                     "-CAfile", self.ca.ca_pem, "-servername", "localhost",
+                     "-quiet"] + extra,
+                    input=b"a LOGOUT\r\n", capture_output=True, timeout=60)
+                text = (out.stdout + out.stderr).decode("utf-8", "replace")
+                counts.append(text.count(", NewSessionTicket"))
+            self.assertEqual(counts, [1, 1], counts)
+            self.assertStopsCleanly(mp)
+        self.assertEqual([l["resumed"] for l in mp.sessions()],
+                         ["no", "yes"])
+
     def test_tickets_resume_across_instances_sharing_a_key_file(self):
         key1 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygp" \
                "KissLS4vMDEyMzQ1Njc4OTo7PD0+P0BBQkNERUZHSElKS0xNTk8="
