@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include "mailproxy/log.h"
@@ -67,12 +68,18 @@ on_quiet_close(uv_handle_t *h)
 }
 
 static void
+on_signals_closed(uv_handle_t *h)
+{
+	struct worker *w = h->data;
+
+	(void)close(w->sigfd);
+	w->sigfd = -1;
+}
+
+static void
 close_signals(struct worker *w)
 {
-	size_t i;
-
-	for (i = 0; i < sizeof(w->signals) / sizeof(w->signals[0]); i++)
-		uv_close((uv_handle_t *)&w->signals[i], on_quiet_close);
+	uv_close((uv_handle_t *)&w->sigpoll, on_signals_closed);
 }
 
 /* Once draining and empty, close the last handles; the loop then ends. */
@@ -188,9 +195,8 @@ drain(struct worker *w, uint64_t timeout_ms, bool retire)
 }
 
 static void
-on_signal(uv_signal_t *h, int signum)
+on_signal(struct worker *w, int signum)
 {
-	struct worker *w = h->data;
 	int r;
 
 	if (w->finishing)
@@ -335,33 +341,68 @@ run_loop(struct worker *w)
 	}
 }
 
-/* Settles what the process inherited from the master: signals as the
- * master left them (blocked, with its dispositions), and its death. */
-static bool
+static void
+on_signalfd(uv_poll_t *h, int status, int events)
+{
+	struct worker *w = h->data;
+	struct signalfd_siginfo si;
+
+	(void)status;
+	(void)events;
+	while (w->sigfd >= 0 && !w->finishing &&
+	    read(w->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+		on_signal(w, (int)si.ssi_signo);
+}
+
+/*
+ * The signals the master sends stay blocked, as the master left them,
+ * and are read from a signalfd in the loop: no handler runs in the
+ * middle of the worker's code (and a sanitizer that defers handlers
+ * cannot leave one waiting while the loop sleeps). The others are
+ * unblocked. Then the worker asks the kernel to tell it of the master's
+ * death: its sessions drain as on SIGTERM.
+ */
+static int
 settle_process(const struct worker_spec *spec)
 {
-	sigset_t all;
+	static const int signums[] = {SIGTERM, SIGINT, SIGQUIT, SIGUSR2,
+	    SIGUSR1};
+	sigset_t set;
+	size_t i;
+	int fd;
 
-	/* The kernel tells an orphan: its sessions drain as on SIGTERM. */
-	if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != spec->master)
-		return false;
 	(void)signal(SIGPIPE, SIG_IGN);
 	(void)signal(SIGHUP, SIG_IGN); /* the master's to act on */
-	(void)sigfillset(&all);
-	return sigprocmask(SIG_UNBLOCK, &all, NULL) == 0;
+	(void)sigemptyset(&set);
+	for (i = 0; i < sizeof(signums) / sizeof(signums[0]); i++)
+		(void)sigaddset(&set, signums[i]);
+	if (sigprocmask(SIG_SETMASK, &set, NULL) != 0)
+		return -1;
+	fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 ||
+	    getppid() != spec->master) {
+		(void)close(fd);
+		return -1;
+	}
+	return fd;
 }
 
 int
 worker_run(const struct worker_spec *spec)
 {
-	static const int signums[5] = {SIGTERM, SIGINT, SIGQUIT, SIGUSR2,
-	    SIGUSR1};
 	struct config *cfg = spec->cfg;
 	struct worker w;
-	size_t i;
 	int r;
 
 	memset(&w, 0, sizeof(w));
+	w.sigfd = settle_process(spec);
+	if (w.sigfd < 0) {
+		log_warnx("worker %u: master %ld is gone", spec->index,
+		    (long)spec->master);
+		return 1;
+	}
 	if (uv_loop_init(&w.loop) != 0) {
 		log_warnx("worker %u: cannot create its loop", spec->index);
 		return 1;
@@ -375,21 +416,11 @@ worker_run(const struct worker_spec *spec)
 	w.sessions.max = spec->session_max;
 	w.sessions.process_sessions = &w.process_sessions;
 	w.loop.data = &w;
-	for (i = 0; i < sizeof(signums) / sizeof(signums[0]); i++) {
-		(void)uv_signal_init(&w.loop, &w.signals[i]);
-		w.signals[i].data = &w;
-		if (uv_signal_start(&w.signals[i], on_signal, signums[i]) != 0)
-			log_warnx("worker %u: cannot handle signal %d",
-			    spec->index, signums[i]);
-	}
+	(void)uv_poll_init(&w.loop, &w.sigpoll, w.sigfd);
+	w.sigpoll.data = &w;
+	(void)uv_poll_start(&w.sigpoll, UV_READABLE, on_signalfd);
 	(void)uv_timer_init(&w.loop, &w.drain_timer);
 	w.drain_timer.data = &w;
-	/* The handlers are in place: now a signal is no longer lost. */
-	if (!settle_process(spec)) {
-		log_warnx("worker %u: master %ld is gone", spec->index,
-		    (long)spec->master);
-		return 1;
-	}
 	w.listeners = calloc(cfg->listener_count, sizeof(*w.listeners));
 	w.listener_count = w.listeners != NULL ? cfg->listener_count : 0;
 	r = w.listeners != NULL ? open_listeners(&w, spec->ctxs, spec->fds) :

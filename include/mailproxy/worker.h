@@ -59,7 +59,8 @@ struct worker {
 	uint32_t magic;
 	const struct worker_spec *spec;
 	uv_loop_t loop;
-	uv_signal_t signals[5];
+	int sigfd; /* the master's signals, read in the loop */
+	uv_poll_t sigpoll;
 	uv_timer_t drain_timer;
 	bool draining;       /* listeners closed */
 	bool retiring;       /* replaced by a reload: spread the last ends */
