@@ -293,6 +293,54 @@ class ReloadTest(ProxyTestCase):
         self.assertNotIn("ending its sessions now", log)
         self.assertEqual(mp.sessions(end="shutdown"), [])
 
+    def test_fewer_workers_after_a_reload_lose_no_connection(self):
+        """workers 3 -> 1 -> 2 by reload while clients connect in a loop:
+        the sockets stay open in the master, so every connection is
+        served by whichever generation accepts it."""
+        mp = self.reloadable(names=("imaps",), workers=3)
+        errors, served = [], [0]
+        stop = threading.Event()
+
+        def connect_loop():
+            ctx = self.ca.client_context()
+            while not stop.is_set():
+                try:
+                    with socket.create_connection(
+                            ("127.0.0.1", mp.port("imaps")),
+                            timeout=30) as s:
+                        with ctx.wrap_socket(
+                                s, server_hostname="localhost") as t:
+                            if not t.recv(100).startswith(b"* OK"):
+                                errors.append("no greeting")
+                    served[0] += 1
+                except (OSError, ssl.SSLError) as e:
+                    errors.append(repr(e))
+
+        with mp:
+            threads = [threading.Thread(target=connect_loop)
+                       for _ in range(2)]
+            for t in threads:
+                t.start()
+            try:
+                time.sleep(0.5)
+                self.rewrite(mp, self.listeners, workers=1)
+                self.reload(mp, 2)
+                self.assertTrue(mp.wait_log("generation 1 finished"))
+                time.sleep(0.5)
+                self.assertEqual(len(mp.worker_pids()), 1)
+                self.rewrite(mp, self.listeners, workers=2)
+                self.reload(mp, 3)
+                time.sleep(0.5)
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join(60)
+            self.assertTrue(mp.wait_log("generation 2 finished"))
+            self.assertEqual(len(mp.worker_pids()), 2)
+            self.assertStopsCleanly(mp)
+        self.assertEqual(errors, [])
+        self.assertGreater(served[0], 20)
+
     def test_killed_worker_is_replaced_and_nothing_waits_in_vain(self):
         """SIGKILL a worker while clients connect in a loop: every
         connection made after the kill is served (by the other worker,
