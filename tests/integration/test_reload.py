@@ -209,10 +209,17 @@ class ReloadTest(ProxyTestCase):
             self.assertEqual(len(mp.worker_pids()), 2)
             imap.noop()
 
-            # Fixed: the next reload takes the new certificate.
+            # Fixed: the next reload takes the new certificate. A broken
+            # sni_certificate does not stop it: it is left out, and said.
             new_der = self.install(self.chain, self.key, "localhost")
-            self.rewrite(mp, self.listeners)
+            missing = os.path.join(self.live, "gone.pem")
+            self.rewrite(mp, self.listeners,
+                         tls_extra="sni_certificate = %s\n" % missing)
             self.reload(mp, 2)
+            self.assertIn("cannot read certificate '%s': No such file or "
+                          "directory; sni_certificate skipped: its names "
+                          "get the default certificate" % missing,
+                          mp.log_text())
             self.wait_served(mp, new_der, ("imaps",))
             imap.logout()
             self.assertStopsCleanly(mp)
