@@ -9,6 +9,7 @@ import os
 import pwd
 import signal
 import subprocess
+import time
 import unittest
 
 import mailenv
@@ -118,11 +119,18 @@ class CliTest(ProxyTestCase):
         with self.proxy(global_extra="user = nobody\n") as mp:
             workers = mp.worker_pids()
             self.assertEqual(len(workers), 2)
+            want = "Uid:\t%d\t%d\t%d\t%d" % ((uid,) * 4)
             for pid in workers:
-                with open("/proc/%d/status" % pid) as f:
-                    status = f.read()
-                self.assertIn("Uid:\t%d\t%d\t%d\t%d" % ((uid,) * 4),
-                              status)
+                # A worker drops right after the fork; the master may
+                # have said "started" a moment before.
+                deadline = time.monotonic() + 10
+                while True:
+                    with open("/proc/%d/status" % pid) as f:
+                        status = f.read()
+                    if want in status or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.02)
+                self.assertIn(want, status)
             with open("/proc/%d/status" % mp.pid) as f:
                 self.assertIn("Uid:\t0\t0\t0\t0", f.read())
             self.login_logout(mp)
