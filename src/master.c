@@ -477,6 +477,7 @@ worker_child(struct master *m, struct generation *g, unsigned i)
 	session_init_ids(random_tag());
 	memset(&spec, 0, sizeof(spec));
 	spec.index = i;
+	spec.workers = g->n;
 	spec.generation = g->id;
 	spec.master = m->pid;
 	spec.cfg = g->cfg;

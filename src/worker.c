@@ -421,6 +421,14 @@ worker_run(const struct worker_spec *spec)
 	(void)uv_poll_start(&w.sigpoll, UV_READABLE, on_signalfd);
 	(void)uv_timer_init(&w.loop, &w.drain_timer);
 	w.drain_timer.data = &w;
+	/* Workers share each listening socket. libuv accepts until the
+	 * queue is empty, so a burst went to one worker (bench/scale: one
+	 * of two workers idle in 7 of 12 download runs). Its single-accept
+	 * mode yields the CPU after each accept, so that the other workers,
+	 * woken by the same connection, take their share; libuv reads the
+	 * switch from the environment at the first listen. */
+	if (spec->workers > 1)
+		(void)setenv("UV_TCP_SINGLE_ACCEPT", "1", 1);
 	w.listeners = calloc(cfg->listener_count, sizeof(*w.listeners));
 	w.listener_count = w.listeners != NULL ? cfg->listener_count : 0;
 	r = w.listeners != NULL ? open_listeners(&w, spec->ctxs, spec->fds) :

@@ -47,6 +47,7 @@ struct worker_listener {
 /* What the master hands a worker it forks. */
 struct worker_spec {
 	unsigned index;      /* slot within the generation */
+	unsigned workers;    /* how many the generation has */
 	unsigned generation; /* 1 for the first, +1 per reload */
 	pid_t master;        /* to notice the master is gone */
 	struct config *cfg;
