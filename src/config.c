@@ -95,8 +95,8 @@ static const char *const log_level_words[] = {"error", "warning", "info",
 
 static const struct option global_options[] = {
     OPT(config, "workers", OPT_WORKERS, workers),
-    OPT(config, "user", OPT_STRING, user),
-    OPT(config, "group", OPT_STRING, group),
+    OPT_LOC(config, "user", OPT_STRING, user),
+    OPT_LOC(config, "group", OPT_STRING, group),
     OPT(config, "log", OPT_STRING, log),
     OPT_WORDS(config, "log_format", log_format, log_format_words),
     OPT_WORDS(config, "log_level", log_level, log_level_words),

@@ -60,6 +60,7 @@ struct slot {
 	uint64_t started_ms;  /* when forked */
 	uint64_t respawn_ms;  /* when to fork again (0: not waiting) */
 	unsigned fast_deaths; /* in a row, each within MASTER_STABLE_MS */
+	bool ready;           /* it said it listens */
 };
 
 struct generation {
@@ -73,6 +74,9 @@ struct generation {
 	unsigned alive;
 	bool retiring; /* replaced by a reload: draining */
 	bool ending;   /* told its deadline is now (over the cap) */
+	bool drop;     /* workers switch to uid/gid */
+	uid_t uid;     /* looked up by the master, once */
+	gid_t gid;
 };
 
 struct master {
@@ -80,9 +84,14 @@ struct master {
 	char **argv;
 	char exe[4096]; /* the binary's path, for an upgrade */
 	pid_t pid;
-	pid_t successor;  /* the master SIGUSR2 started, until it serves */
-	int successor_fd; /* its readiness pipe; -1: none */
-	bool handed_over; /* a successor serves: drain and exit */
+	pid_t successor;      /* the master SIGUSR2 started, until handover */
+	int successor_fd;     /* its readiness pipe; -1: none */
+	uint64_t upgrade_ms;  /* give up on it then (0: no upgrade) */
+	uint64_t handover_ms; /* it serves: hand over then, if it lives */
+	pid_t handed_to;      /* the master that took over */
+	bool handed_over;     /* a successor serves: drain and exit */
+	int predecessor_fd;   /* a master before this one waits here (-1) */
+	int ready[2];         /* workers say they listen: pid_t on [1] */
 	struct generation *current; /* newest; ->older are retiring */
 	unsigned last_id;
 	struct msock *socks;
@@ -360,9 +369,10 @@ take_sockets(struct master *m, const struct config *cfg, int **fds_out)
 			} else {
 				next[n].fd = bind_socket(a);
 				if (next[n].fd < 0) {
-					log_warn("listener %s: cannot listen "
-					         "on %s",
-					    l->name, a->text);
+					log_warn("%s:%u: listener %s: cannot "
+					         "listen on %s",
+					    a->loc.file, a->loc.line, l->name,
+					    a->text);
 					goto fail;
 				}
 				bound[n] = true;
@@ -416,7 +426,8 @@ lookup_user(const struct config *cfg, uid_t *uid, gid_t *gid)
 		return true;
 	pw = getpwnam(cfg->user);
 	if (pw == NULL) {
-		log_warnx("%s: user %s does not exist", cfg->path, cfg->user);
+		log_warnx("%s:%u: user %s does not exist", cfg->user_loc.file,
+		    cfg->user_loc.line, cfg->user);
 		return false;
 	}
 	*uid = pw->pw_uid;
@@ -424,33 +435,40 @@ lookup_user(const struct config *cfg, uid_t *uid, gid_t *gid)
 	if (cfg->group != NULL) {
 		gr = getgrnam(cfg->group);
 		if (gr == NULL) {
-			log_warnx("%s: group %s does not exist", cfg->path,
+			log_warnx("%s:%u: group %s does not exist",
+			    cfg->group_loc.file, cfg->group_loc.line,
 			    cfg->group);
 			return false;
 		}
 		*gid = gr->gr_gid;
 	}
 	if (geteuid() != 0 && geteuid() != *uid) {
-		log_warnx("%s: cannot switch to user %s: not started as root",
-		    cfg->path, cfg->user);
+		log_warnx("%s:%u: cannot switch to user %s: not started as "
+		          "root",
+		    cfg->user_loc.file, cfg->user_loc.line, cfg->user);
 		return false;
 	}
 	return true;
 }
 
-/* In a new worker. Exits when it cannot. */
+/*
+ * In a new worker, with the ids the master looked up (a worker never
+ * asks NSS again: a lookup that failed there must not leave it root).
+ * Exits when it cannot.
+ */
 static void
-drop_privileges(const struct config *cfg)
+drop_privileges(const struct generation *g)
 {
-	uid_t uid = 0;
-	gid_t gid = 0;
-
-	if (cfg->user == NULL || !lookup_user(cfg, &uid, &gid))
+	if (!g->drop)
 		return;
-	if (geteuid() != 0)
-		return; /* already that user */
-	if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
-		fatal("cannot switch to user %s", cfg->user);
+	if (geteuid() != 0) {
+		if (geteuid() == g->uid)
+			return; /* started as that user */
+		fatalx("cannot switch to user %s: not root", g->cfg->user);
+	}
+	if (setgroups(1, &g->gid) != 0 || setgid(g->gid) != 0 ||
+	    setuid(g->uid) != 0)
+		fatal("cannot switch to user %s", g->cfg->user);
 	if (setuid(0) == 0)
 		fatalx("could switch back to root after dropping privileges");
 }
@@ -472,7 +490,9 @@ worker_child(struct master *m, struct generation *g, unsigned i)
 	struct worker_spec spec;
 
 	(void)close(m->sigfd);
-	drop_privileges(g->cfg);
+	if (m->predecessor_fd >= 0)
+		(void)close(m->predecessor_fd);
+	drop_privileges(g);
 	/* Ids stay unique across workers and generations. */
 	session_init_ids(random_tag());
 	memset(&spec, 0, sizeof(spec));
@@ -484,6 +504,8 @@ worker_child(struct master *m, struct generation *g, unsigned i)
 	spec.ctxs = g->ctxs;
 	spec.fds = g->fds;
 	spec.session_max = m->session_max;
+	spec.ready_fd = m->ready[1];
+	(void)close(m->ready[0]);
 	exit(worker_run(&spec));
 }
 
@@ -503,6 +525,7 @@ fork_worker(struct master *m, struct generation *g, unsigned i)
 	s->pid = pid;
 	s->started_ms = now_ms();
 	s->respawn_ms = 0;
+	s->ready = false;
 	g->alive++;
 	return true;
 }
@@ -517,19 +540,30 @@ signal_generation(struct generation *g, int signum)
 			(void)kill(g->slots[i].pid, signum);
 }
 
+/* A retired generation forks no more workers: its keys need not stay
+ * in the master, where every worker forked later would inherit them. */
+static void
+forget_keys(struct generation *g)
+{
+	free_ctxs(g->ctxs, g->cfg->listener_count);
+	g->ctxs = NULL;
+}
+
 static void
 free_generation(struct generation *g)
 {
-	free_ctxs(g->ctxs, g->cfg->listener_count);
+	forget_keys(g);
 	config_unref(g->cfg);
 	free(g->fds);
 	free(g->slots);
 	free(g);
 }
 
-/* A generation of cfg (taken) on the sockets in fds (taken). */
+/* A generation of cfg and ctxs (both taken), not yet numbered and
+ * without its sockets. NULL when there is no memory (then both are
+ * freed). */
 static struct generation *
-new_generation(struct master *m, struct config *cfg, SSL_CTX **ctxs, int *fds)
+new_generation(struct config *cfg, SSL_CTX **ctxs, uid_t uid, gid_t gid)
 {
 	struct generation *g = calloc(1, sizeof(*g));
 	unsigned n =
@@ -539,14 +573,14 @@ new_generation(struct master *m, struct config *cfg, SSL_CTX **ctxs, int *fds)
 		free(g);
 		free_ctxs(ctxs, cfg->listener_count);
 		config_unref(cfg);
-		free(fds);
 		return NULL;
 	}
-	g->id = ++m->last_id;
 	g->cfg = cfg;
 	g->ctxs = ctxs;
-	g->fds = fds;
 	g->n = n;
+	g->drop = cfg->user != NULL;
+	g->uid = uid;
+	g->gid = gid;
 	return g;
 }
 
@@ -618,6 +652,17 @@ start_generation(struct master *m, struct generation *g)
 		(void)fork_worker(m, g, i);
 }
 
+static void
+forget_successor(struct master *m)
+{
+	if (m->successor_fd >= 0)
+		(void)close(m->successor_fd);
+	m->successor_fd = -1;
+	m->successor = 0;
+	m->upgrade_ms = 0;
+	m->handover_ms = 0;
+}
+
 /* Frees the retired generations whose workers have all ended (also one
  * retired while its last worker waited to be replaced). */
 static void
@@ -668,17 +713,26 @@ reload(struct master *m)
 		config_unref(cfg);
 		goto fail;
 	}
-	if (!lookup_user(cfg, &uid, &gid) || !take_sockets(m, cfg, &fds)) {
+	if (!lookup_user(cfg, &uid, &gid)) {
 		free_ctxs(ctxs, cfg->listener_count);
 		config_unref(cfg);
 		OPENSSL_cleanse(&tickets, sizeof(tickets));
 		goto fail;
 	}
-	g = new_generation(m, cfg, ctxs, fds);
+	/* Everything that may fail before the sockets change. */
+	g = new_generation(cfg, ctxs, uid, gid);
 	if (g == NULL) {
 		log_warnx("reload: out of memory");
+		OPENSSL_cleanse(&tickets, sizeof(tickets));
 		goto fail;
 	}
+	if (!take_sockets(m, cfg, &fds)) {
+		free_generation(g);
+		OPENSSL_cleanse(&tickets, sizeof(tickets));
+		goto fail;
+	}
+	g->fds = fds;
+	g->id = ++m->last_id;
 	{
 		int r = log_init(cfg);
 
@@ -695,6 +749,7 @@ reload(struct master *m)
 	OPENSSL_cleanse(&tickets, sizeof(tickets));
 	g->older = m->current;
 	m->current->retiring = true;
+	forget_keys(m->current);
 	m->current = g;
 	start_generation(m, g);
 	log_listeners(cfg);
@@ -706,8 +761,8 @@ reload(struct master *m)
 	    g->id, g->n, g->n == 1 ? "" : "s", g->older->id,
 	    (unsigned long long)(g->older->cfg->reload_drain_timeout_ms /
 	        1000));
-	cap_draining(m);
 	drop_finished(m);
+	cap_draining(m);
 	notify_status("READY=1\nSTATUS=generation %u, %u workers (reloaded)",
 	    g->id, g->n);
 	return;
@@ -735,6 +790,14 @@ stop(struct master *m, int signum)
 		(void)sd_notify(0, "STOPPING=1");
 		/* New connections are refused once the workers close theirs. */
 		close_sockets(m);
+		/* An upgrade under way is called off: a new master must not
+		 * go on serving alone once this one has stopped. */
+		if (m->successor > 0) {
+			log_info("upgrade called off: stopping the new master "
+			         "(pid %ld)",
+			    (long)m->successor);
+			(void)kill(m->successor, SIGTERM);
+		}
 	} else {
 		log_info("SIG%s: ending all sessions now",
 		    sigabbrev_np(signum));
@@ -777,12 +840,18 @@ reap(struct master *m, pid_t pid, int status)
 			break;
 	}
 	if (s == NULL) {
+		describe_exit(status, how, sizeof(how));
 		if (pid == m->successor) {
-			describe_exit(status, how, sizeof(how));
 			log_warnx("upgrade failed: the new master (pid %ld) %s "
-			          "before it served; this one goes on",
+			          "before it took over; this one goes on",
 			    (long)pid, how);
-			m->successor = 0;
+			forget_successor(m);
+		} else if (pid == m->handed_to) {
+			log_warnx("the new master (pid %ld) %s after it took "
+			          "over: nothing accepts on the listeners now; "
+			          "start mailproxy again",
+			    (long)pid, how);
+			m->handed_to = 0;
 		}
 		return; /* not ours: a worker's stray child cannot be */
 	}
@@ -870,14 +939,16 @@ any_alive(const struct master *m)
 /*
  * SIGUSR2, as nginx's binary upgrade: the binary at the path this one was
  * started from is executed with the same command line and this master's
- * listening sockets; once it serves (it writes to the pipe) this master
- * hands over: its generations drain as after a reload, and it exits when
- * they are done. If the new one fails first, nothing changes here.
+ * listening sockets. Once all its first workers listen it says so (the
+ * pipe); MASTER_STABLE_MS later, if it still lives, this master hands
+ * over: its generations drain as after a reload, and it exits when they
+ * are done. If the new one fails first, or says nothing within
+ * MASTER_UPGRADE_MS, nothing changes here.
  */
 static void
 upgrade(struct master *m)
 {
-	char fds[1024], num[16];
+	char *fds, num[16];
 	size_t i, used = 0;
 	int p[2];
 	pid_t pid;
@@ -887,25 +958,27 @@ upgrade(struct master *m)
 		    (long)m->successor);
 		return;
 	}
-	if (pipe2(p, O_CLOEXEC) != 0) {
+	if (m->exe[0] == '\0') {
+		log_warnx("SIGUSR2: the path of the binary is not known");
+		return;
+	}
+	fds = malloc(m->sock_count * 12 + 1);
+	if (fds == NULL || pipe2(p, O_CLOEXEC) != 0) {
 		log_warn("SIGUSR2: cannot upgrade");
+		free(fds);
 		return;
 	}
 	fds[0] = '\0';
-	for (i = 0; i < m->sock_count; i++) {
-		(void)snprintf(num, sizeof(num), "%s%d", i > 0 ? " " : "",
+	for (i = 0; i < m->sock_count; i++)
+		used += (size_t)sprintf(fds + used, "%s%d", i > 0 ? " " : "",
 		    m->socks[i].fd);
-		if (used + strlen(num) + 1 > sizeof(fds))
-			break;
-		memcpy(fds + used, num, strlen(num) + 1);
-		used += strlen(num);
-	}
 	log_info("SIGUSR2: starting %s on the listening sockets", m->exe);
 	pid = fork();
 	if (pid < 0) {
 		log_warn("SIGUSR2: cannot fork");
 		(void)close(p[0]);
 		(void)close(p[1]);
+		free(fds);
 		return;
 	}
 	if (pid == 0) {
@@ -924,18 +997,22 @@ upgrade(struct master *m)
 		(void)sigemptyset(&none);
 		(void)sigprocmask(SIG_SETMASK, &none, NULL);
 		execv(m->exe, m->argv);
+		log_warn("SIGUSR2: cannot execute %s", m->exe);
 		_exit(127);
 	}
+	free(fds);
 	(void)close(p[1]);
 	m->successor = pid;
 	m->successor_fd = p[0];
+	m->upgrade_ms = now_ms() + MASTER_UPGRADE_MS;
+	m->handover_ms = 0;
 }
 
-/* The successor's pipe is readable: it serves, or it is gone. */
+/* The successor's pipe is readable: its workers listen, or it is gone
+ * (then reap() says how). */
 static void
 successor_heard(struct master *m)
 {
-	struct generation *g;
 	char c = 0;
 	ssize_t n = read(m->successor_fd, &c, 1);
 
@@ -943,26 +1020,58 @@ successor_heard(struct master *m)
 		return;
 	(void)close(m->successor_fd);
 	m->successor_fd = -1;
-	if (n != 1 || c != 'R') {
-		log_warnx("upgrade failed: the new master (pid %ld) did not "
-		          "start; this one goes on",
-		    (long)m->successor);
+	if (n != 1 || c != 'R' || m->successor <= 0)
 		return;
+	if (m->stop_signals > 0) {
+		(void)kill(m->successor, SIGTERM);
+		return;
+	}
+	log_info("upgrade: the new master (pid %ld) listens; handing over in "
+	         "%d ms if it stays up",
+	    (long)m->successor, MASTER_STABLE_MS);
+	m->handover_ms = now_ms() + MASTER_STABLE_MS;
+}
+
+/* Deadlines of an upgrade under way; the ms to wait for the next. */
+static int
+upgrade_due(struct master *m)
+{
+	struct generation *g;
+	uint64_t now = now_ms(), due;
+
+	if (m->successor <= 0)
+		return -1;
+	if (m->handover_ms == 0 && now >= m->upgrade_ms) {
+		log_warnx("upgrade failed: the new master (pid %ld) did not "
+		          "listen within %d s; stopping it, this one goes on",
+		    (long)m->successor, MASTER_UPGRADE_MS / 1000);
+		(void)kill(m->successor, SIGTERM);
+		forget_successor(m);
+		return -1;
+	}
+	if (m->handover_ms == 0 || now < m->handover_ms) {
+		due = m->handover_ms != 0 ? m->handover_ms : m->upgrade_ms;
+		return (int)(due - now);
 	}
 	log_info("upgrade: the new master (pid %ld) serves; the sessions "
 	         "here drain for up to %llu s, then this master exits",
 	    (long)m->successor,
 	    (unsigned long long)(m->current->cfg->reload_drain_timeout_ms /
 	        1000));
-	(void)sd_notifyf(0, "MAINPID=%ld\nREADY=1", (long)m->successor);
+	(void)sd_notifyf(0,
+	    "MAINPID=%ld\nREADY=1\nSTATUS=upgraded: master %ld serves",
+	    (long)m->successor, (long)m->successor);
 	m->handed_over = true;
-	m->successor = 0;
+	m->handed_to = m->successor;
+	forget_successor(m);
 	close_sockets(m);
 	for (g = m->current; g != NULL; g = g->older) {
 		if (!g->retiring)
 			signal_generation(g, SIGQUIT);
 		g->retiring = true;
+		forget_keys(g);
 	}
+	return -1;
 }
 
 /* Sockets a master executed by SIGUSR2 inherited: carried over by
@@ -1008,19 +1117,42 @@ adopt_sockets(struct master *m)
 	}
 }
 
-/* Tells the master that executed this one that it serves now. */
+/* A master that executed this one waits for its first workers to
+ * listen: keeps the pipe (out of the workers' reach) until then. */
 static void
-tell_predecessor(void)
+adopt_predecessor(struct master *m)
 {
 	const char *v = getenv(MASTER_ENV_READY);
-	int fd = v != NULL ? atoi(v) : -1;
 
-	if (fd > 2) {
-		if (write(fd, "R", 1) != 1)
-			log_warn("cannot tell the master before this one");
-		(void)close(fd);
-	}
+	m->predecessor_fd = v != NULL ? atoi(v) : -1;
+	if (m->predecessor_fd <= 2)
+		m->predecessor_fd = -1;
+	else
+		(void)fcntl(m->predecessor_fd, F_SETFD, FD_CLOEXEC);
 	(void)unsetenv(MASTER_ENV_READY);
+}
+
+/* A worker says it listens (its pid on the pipe). Once every worker of
+ * the first generation has, a master that executed this one hears it. */
+static void
+worker_ready(struct master *m)
+{
+	struct generation *g = m->current;
+	pid_t pid;
+	unsigned i, ready = 0;
+
+	while (read(m->ready[0], &pid, sizeof(pid)) == (ssize_t)sizeof(pid))
+		for (i = 0; i < g->n; i++)
+			if (g->slots[i].pid == pid)
+				g->slots[i].ready = true;
+	for (i = 0; i < g->n; i++)
+		ready += g->slots[i].ready;
+	if (m->predecessor_fd < 0 || ready < g->n)
+		return;
+	if (write(m->predecessor_fd, "R", 1) != 1)
+		log_warn("cannot tell the master before this one");
+	(void)close(m->predecessor_fd);
+	m->predecessor_fd = -1;
 }
 
 static void
@@ -1044,7 +1176,11 @@ on_signal(struct master *m, int signum)
 		reap_all(m);
 		break;
 	case SIGHUP:
-		if (m->stop_signals == 0 && !m->handed_over)
+		if (m->successor > 0)
+			log_warnx("SIGHUP: an upgrade is under way (pid %ld); "
+			          "reload ignored",
+			    (long)m->successor);
+		else if (m->stop_signals == 0 && !m->handed_over)
 			reload(m);
 		break;
 	case SIGUSR2:
@@ -1086,14 +1222,63 @@ open_signals(void)
 	return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 }
 
+static int
+earliest(int a, int b)
+{
+	if (a < 0)
+		return b;
+	if (b < 0)
+		return a;
+	return a < b ? a : b;
+}
+
+/*
+ * The path SIGUSR2 executes: argv[0] made absolute as the shell found
+ * it, symbolic links kept, so that an install that moves a link to a
+ * new version (alternatives, /opt/mailproxy/current) runs the new one.
+ */
+static void
+binary_path(const char *argv0, char *out, size_t size)
+{
+	const char *path = getenv("PATH"), *p, *end;
+	char cwd[2048];
+	int n = 0;
+
+	out[0] = '\0';
+	if (argv0 == NULL)
+		return;
+	if (argv0[0] == '/') {
+		n = snprintf(out, size, "%s", argv0);
+	} else if (strchr(argv0, '/') != NULL) {
+		if (getcwd(cwd, sizeof(cwd)) != NULL)
+			n = snprintf(out, size, "%s/%s", cwd, argv0);
+	} else {
+		for (p = path; p != NULL && *p != '\0'; p = end + 1) {
+			end = strchr(p, ':');
+			if (end == NULL)
+				end = p + strlen(p);
+			n = snprintf(out, size, "%.*s/%s", (int)(end - p), p,
+			    argv0);
+			if (n > 0 && (size_t)n < size && out[0] == '/' &&
+			    access(out, X_OK) == 0)
+				return;
+			out[0] = '\0';
+			if (*end == '\0')
+				break;
+		}
+		return;
+	}
+	if (n < 0 || (size_t)n >= size)
+		out[0] = '\0';
+}
+
 int
 master_run(const char *path, struct config *cfg, char **argv)
 {
 	struct signalfd_siginfo si;
 	struct master m;
 	struct generation *g;
-	struct pollfd pfd[2];
-	ssize_t len;
+	struct pollfd pfd[3];
 	SSL_CTX **ctxs;
 	uid_t uid = 0;
 	gid_t gid = 0;
@@ -1105,8 +1290,11 @@ master_run(const char *path, struct config *cfg, char **argv)
 	m.argv = argv;
 	m.pid = getpid();
 	m.successor_fd = -1;
-	len = readlink("/proc/self/exe", m.exe, sizeof(m.exe) - 1);
-	m.exe[len > 0 ? len : 0] = '\0';
+	binary_path(argv[0], m.exe, sizeof(m.exe));
+	adopt_predecessor(&m);
+	if (pipe2(m.ready, O_CLOEXEC) != 0 ||
+	    fcntl(m.ready[0], F_SETFL, O_NONBLOCK) != 0)
+		fatal("cannot make a pipe");
 	if (log_init(cfg) < 0)
 		fatal("cannot open log file %s", cfg->log);
 	(void)signal(SIGPIPE, SIG_IGN);
@@ -1122,9 +1310,11 @@ master_run(const char *path, struct config *cfg, char **argv)
 	adopt_sockets(&m);
 	if (!take_sockets(&m, cfg, &fds))
 		fatalx("cannot start");
-	g = new_generation(&m, cfg, ctxs, fds);
+	g = new_generation(cfg, ctxs, uid, gid);
 	if (g == NULL)
 		fatalx("out of memory");
+	g->fds = fds;
+	g->id = ++m.last_id;
 	m.current = g;
 	if (cfg->user != NULL)
 		log_info("workers run as user %s (uid %u, gid %u)", cfg->user,
@@ -1140,26 +1330,33 @@ master_run(const char *path, struct config *cfg, char **argv)
 		log_info("mailproxy %s started with %u worker%s",
 		    MAILPROXY_VERSION, g->n, g->n == 1 ? "" : "s");
 	notify_status("READY=1\nSTATUS=generation %u, %u workers", g->id, g->n);
-	tell_predecessor();
 
 	pfd[0].fd = m.sigfd;
 	pfd[0].events = POLLIN;
+	pfd[1].fd = m.ready[0];
 	pfd[1].events = POLLIN;
+	pfd[2].events = POLLIN;
 	while ((m.stop_signals == 0 && !m.handed_over) || any_alive(&m)) {
-		timeout = respawn_due(&m);
-		pfd[1].fd = m.successor_fd;
-		if (poll(pfd, m.successor_fd >= 0 ? 2 : 1, timeout) < 0 &&
+		timeout = earliest(respawn_due(&m), upgrade_due(&m));
+		pfd[2].fd = m.successor_fd;
+		pfd[2].revents = 0;
+		if (poll(pfd, m.successor_fd >= 0 ? 3 : 2, timeout) < 0 &&
 		    errno != EINTR)
 			fatal("poll");
 		while ((r = read(m.sigfd, &si, sizeof(si))) == sizeof(si))
 			on_signal(&m, (int)si.ssi_signo);
 		/* A SIGCHLD merged with another may carry several exits. */
 		reap_all(&m);
-		if (m.successor_fd >= 0 && pfd[1].revents != 0)
+		if (pfd[1].revents != 0)
+			worker_ready(&m);
+		if (m.successor_fd >= 0 && pfd[2].revents != 0)
 			successor_heard(&m);
 	}
-	if (m.successor_fd >= 0)
-		(void)close(m.successor_fd);
+	forget_successor(&m);
+	if (m.predecessor_fd >= 0)
+		(void)close(m.predecessor_fd);
+	(void)close(m.ready[0]);
+	(void)close(m.ready[1]);
 	while (m.current != NULL) {
 		g = m.current;
 		m.current = g->older;

@@ -433,6 +433,17 @@ worker_run(const struct worker_spec *spec)
 	w.listener_count = w.listeners != NULL ? cfg->listener_count : 0;
 	r = w.listeners != NULL ? open_listeners(&w, spec->ctxs, spec->fds) :
 	                          UV_ENOMEM;
+	if (r == 0) {
+		pid_t pid = getpid();
+
+		/* Listening: the master may count on this worker. */
+		if (write(spec->ready_fd, &pid, sizeof(pid)) !=
+		    (ssize_t)sizeof(pid))
+			log_warn("worker %u: cannot tell the master it "
+			         "listens",
+			    spec->index);
+	}
+	(void)close(spec->ready_fd);
 	if (r < 0) {
 		log_warnx("worker %u: cannot start: %s", spec->index,
 		    uv_strerror(r));

@@ -158,7 +158,9 @@ struct config {
 	char *path;
 	unsigned workers; /* 0: one per CPU */
 	char *user;       /* NULL: keep the starting user */
+	struct config_loc user_loc;
 	char *group;
+	struct config_loc group_loc;
 	char *log; /* "stderr", "syslog" or a file path */
 	enum config_log_format log_format;
 	enum config_log_level log_level;

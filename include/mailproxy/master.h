@@ -21,6 +21,8 @@
  * loop: its replacement waits 100 ms, doubled each time, up to
  * MASTER_BACKOFF_MAX_MS. */
 #define MASTER_STABLE_MS      5000
+/* SIGUSR2: how long the new master has to get its workers listening. */
+#define MASTER_UPGRADE_MS     60000
 #define MASTER_BACKOFF_MIN_MS 100
 #define MASTER_BACKOFF_MAX_MS 10000
 

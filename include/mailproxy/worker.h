@@ -54,6 +54,7 @@ struct worker_spec {
 	SSL_CTX *const *ctxs; /* one per listener of cfg */
 	const int *fds;     /* per listener in order, one per listen address */
 	size_t session_max; /* this process's sessions before end=limit */
+	int ready_fd;       /* where to write its pid once it listens */
 };
 
 struct worker {

@@ -23,6 +23,11 @@ import mailenv
 from proxy import ProxyTestCase, Mailproxy, listener_section
 
 
+def mailenv_binary():
+    from proxy import binary
+    return binary()
+
+
 def der_of(pem_path):
     """The first certificate of a PEM file, DER-encoded."""
     with open(pem_path) as f:
@@ -628,8 +633,13 @@ class ReloadTest(ProxyTestCase):
                 imap.select("INBOX", readonly=True)
                 old_workers = mp.worker_pids()
                 mp.send_signal(signal.SIGUSR2)
-                self.assertTrue(mp.wait_log("upgrade: the new master (pid "),
+                # Its workers listen, then it must stay up for 5 s
+                # before this master hands over.
+                self.assertTrue(mp.wait_log(") listens; handing over in "
+                                            "5000 ms if it stays up"),
                                 mp.log_text())
+                self.assertTrue(mp.wait_log(") serves; the sessions here "
+                                            "drain"), mp.log_text())
                 successor = int(re.search(
                     r"upgrade: the new master \(pid (\d+)\) serves",
                     mp.log_text()).group(1))
@@ -676,6 +686,49 @@ class ReloadTest(ProxyTestCase):
         self.assertEqual(len(relayed), 3, mp.log_text())
         for line in relayed:
             self.assertNormalEnd(line)
+
+    def test_sigusr2_upgrade_that_fails_changes_nothing(self):
+        """A binary that is gone, and a stop during an upgrade: the old
+        master goes on, or stops the new one with itself."""
+        copy = os.path.join(self.live, "mailproxy")
+        shutil.copy(mailenv_binary(), copy)
+        mp = self.reloadable(names=("imaps",))
+        argv = mp.argv
+        mp.argv = lambda: [copy if a == mailenv_binary() else a
+                           for a in argv()]
+        with mp:
+            os.rename(copy, copy + ".gone")
+            mp.send_signal(signal.SIGUSR2)
+            self.assertTrue(mp.wait_log("upgrade failed: the new master "),
+                            mp.log_text())
+            self.assertIn("SIGUSR2: cannot execute %s: No such file or "
+                          "directory" % copy, mp.log_text())
+            self.login_logout(mp)
+            # Back in place; stopped while the new one starts: it goes
+            # too, and nothing serves the port after.
+            os.rename(copy + ".gone", copy)
+            mp.send_signal(signal.SIGUSR2)
+            self.assertTrue(mp.wait_log("SIGUSR2: starting %s" % copy))
+            mp.send_signal(signal.SIGHUP)
+            self.assertTrue(mp.wait_log("SIGHUP: an upgrade is under way"))
+            self.assertStopsCleanly(mp)
+            successor = int(re.findall(r"stopping the new master \(pid "
+                                       r"(\d+)\)", mp.log_text())[0])
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    with open("/proc/%d/stat" % successor) as f:
+                        if f.read().split(")")[1].split()[0] == "Z":
+                            break
+                except OSError:
+                    break
+                time.sleep(0.05)
+            else:
+                os.kill(successor, signal.SIGKILL)
+                self.fail("the new master outlived the old one")
+            with self.assertRaises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", mp.port("imaps")),
+                                         timeout=10).close()
 
     def test_systemd_hears_ready_reloading_and_failures(self):
         path = os.path.join(self.live, "notify.sock")
