@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 enum target {
@@ -366,10 +367,13 @@ log_enabled(enum config_log_level level)
 	return level <= lg.level;
 }
 
+/* No symbolic link: a worker that may write the log's directory must
+ * not steer the root master to another file. */
 static int
 open_file(const char *path)
 {
-	return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	return open(path,
+	    O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
 }
 
 /* Lets go of a log file or syslog that is no longer the target. */
@@ -425,7 +429,17 @@ log_init(const struct config *cfg)
 int
 log_chown(uid_t uid, gid_t gid)
 {
+	struct stat st;
+
 	if (lg.target != TARGET_FILE || geteuid() != 0)
+		return 0;
+	/* Only a plain file with one name is handed over: a hard link
+	 * planted by the workers' user would give away another file. */
+	if (fstat(lg.fd, &st) != 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || st.st_nlink != 1)
+		return -EPERM;
+	if (st.st_uid == uid && st.st_gid == gid)
 		return 0;
 	return fchown(lg.fd, uid, gid) == 0 ? 0 : -errno;
 }

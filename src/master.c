@@ -1161,9 +1161,17 @@ own_log(const struct config *cfg)
 	uid_t uid = 0;
 	gid_t gid = 0;
 
-	if (cfg->user != NULL && lookup_user(cfg, &uid, &gid) &&
-	    log_chown(uid, gid) < 0)
-		log_warn("cannot give the log file to user %s", cfg->user);
+	int r;
+
+	if (cfg->user == NULL || !lookup_user(cfg, &uid, &gid))
+		return;
+	r = log_chown(uid, gid);
+	if (r < 0) {
+		errno = -r;
+		log_warn("cannot give the log file %s to user %s (it must be "
+		         "a plain file with one name)",
+		    cfg->log, cfg->user);
+	}
 }
 
 static void

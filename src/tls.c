@@ -533,8 +533,9 @@ tls_tickets_random(struct tls_tickets *t, const struct tls_tickets *previous)
 	return true;
 }
 
-/* One key: 80 bytes in base64 (name, HMAC key, AES key), as nginx's
- * ssl_session_ticket_key and HAProxy's tls-ticket-keys files hold. */
+/* One key: 80 bytes in base64, laid out as nginx's 80-byte
+ * ssl_session_ticket_key (name, HMAC key, AES key). HAProxy's
+ * tls-ticket-keys puts the AES key before the HMAC key: not the same. */
 static bool
 ticket_key_parse(const char *line, size_t n, struct tls_ticket_key *k)
 {
@@ -579,17 +580,32 @@ tls_tickets_load(struct tls_tickets *t, const char *path,
 		return false;
 	}
 	while (ok && fgets(line, sizeof(line), f) != NULL) {
+		char *p = line;
+
 		lineno++;
-		n = strcspn(line, "\r\n");
-		line[n] = '\0';
-		if (n == 0 || line[0] == '#')
+		n = strlen(line);
+		if (n == sizeof(line) - 1 && line[n - 1] != '\n' && !feof(f)) {
+			*error_out = build_error(loc,
+			    "ticket_key_file '%s' line %u: too long", path,
+			    lineno);
+			ok = false;
+			break;
+		}
+		while (*p == ' ' || *p == '\t')
+			p++;
+		n = strlen(p);
+		while (n > 0 &&
+		    (p[n - 1] == '\n' || p[n - 1] == '\r' || p[n - 1] == ' ' ||
+		        p[n - 1] == '\t'))
+			p[--n] = '\0';
+		if (n == 0 || p[0] == '#')
 			continue;
 		if (t->count == TLS_TICKET_KEYS_MAX) {
 			*error_out = build_error(loc,
 			    "ticket_key_file '%s' line %u: more than %d keys",
 			    path, lineno, TLS_TICKET_KEYS_MAX);
 			ok = false;
-		} else if (!ticket_key_parse(line, n, &t->key[t->count])) {
+		} else if (!ticket_key_parse(p, n, &t->key[t->count])) {
 			*error_out = build_error(loc,
 			    "ticket_key_file '%s' line %u: not 80 bytes in "
 			    "base64 (make one with: openssl rand 80 | base64 "

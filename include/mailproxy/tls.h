@@ -30,7 +30,8 @@ struct tls_io {
 	const char *refused; /* why a callback failed the handshake */
 };
 
-/* A session ticket key: 80 bytes, as nginx and HAProxy keep them. */
+/* A session ticket key: 80 bytes, in the order of nginx's 80-byte
+ * ssl_session_ticket_key files. */
 struct tls_ticket_key {
 	unsigned char name[16]; /* sent in the ticket: picks the key */
 	unsigned char hmac[32]; /* HMAC-SHA256 */

@@ -3,7 +3,8 @@
  * listening sockets the master opened, its own sessions with their chunk
  * pool (struct session_host). It inherits the configuration and the
  * SSL_CTXs of its generation at fork and shares nothing mutable with any
- * other process (DESIGN.md §2). The master talks to it by signals only:
+ * other process (the design's process model). The master talks to it by
+ * signals only:
  *
  *   SIGTERM  stop accepting; end the sessions at drain_timeout (stop)
  *   SIGINT   stop accepting; end the sessions now

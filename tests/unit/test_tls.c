@@ -252,6 +252,11 @@ test_tls_tickets_load(void **state)
 	e = tickets_error(text);
 	assert_non_null(strstr(e, "line 2: not 80 bytes in base64"));
 	free(e);
+	memset(text, 'A', sizeof(text) - 1);
+	text[sizeof(text) - 1] = '\0';
+	e = tickets_error(text);
+	assert_non_null(strstr(e, "line 1: too long"));
+	free(e);
 	e = tickets_error("# nothing\n");
 	assert_non_null(strstr(e, "has no key"));
 	free(e);
