@@ -36,10 +36,12 @@
 #define NO_LOC SIZE_MAX
 
 /* inih 55 copies section names into 50 bytes (MAX_SECTION). */
-#define SECTION_MAX       49
-#define LISTENER_NAME_MAX 32
-#define LISTEN_MAX        64
-#define SNI_CERT_MAX      1024
+#define SECTION_MAX           49
+#define LISTENER_NAME_MAX     32
+#define LISTEN_MAX            64
+#define SNI_CERT_MAX          1024
+/* metrics.h's METRICS_LISTENERS (config.c is pure: no such include). */
+#define METRICS_LISTENERS_MAX 64
 
 enum opt_type {
 	OPT_STRING,   /* char *, one value */
@@ -54,6 +56,8 @@ enum opt_type {
 	OPT_BACKEND,  /* struct config_backend */
 	OPT_CIDRS,    /* trusted_proxies: networks; may repeat */
 	OPT_SNI_CERT, /* sni_certificate: chain and key files; may repeat */
+	OPT_NUMBER,   /* uint64_t from min to max */
+	OPT_ADDR,     /* struct config_addr, one address:port */
 };
 
 struct option {
@@ -87,6 +91,11 @@ static const char *const log_level_words[] = {"error", "warning", "info",
 	{                                                                      \
 		key, OPT_ENUM, offsetof(struct sec, field), NO_LOC, w, 0, 0    \
 	}
+#define OPT_NUM(sec, key, field, lo, hi)                                       \
+	{                                                                      \
+		key, OPT_NUMBER, offsetof(struct sec, field), NO_LOC, NULL,    \
+		    lo, hi                                                     \
+	}
 #define OPT_TIME(sec, key, field, lo, hi)                                      \
 	{                                                                      \
 		key, OPT_DURATION, offsetof(struct sec, field), NO_LOC, NULL,  \
@@ -110,6 +119,13 @@ static const struct option global_options[] = {
     OPT_TIME(config, "reload_drain_timeout", reload_drain_timeout_ms, 0,
         SEC(7 * 86400)),
     OPT_TIME(config, "busy_poll", busy_poll_ms, 0, SEC(1)),
+    OPT_NUM(config, "max_sessions", max_sessions, 0, 100000000),
+    OPT_NUM(config, "max_sessions_per_client", max_sessions_per_client, 0,
+        1000000),
+    OPT_NUM(config, "max_connect_rate_per_client", max_connect_rate_per_client,
+        0, 65535),
+    OPT_NUM(config, "client_ipv4_prefix", client_ipv4_prefix, 8, 32),
+    OPT_NUM(config, "client_ipv6_prefix", client_ipv6_prefix, 16, 128),
     {NULL, 0, 0, 0, NULL, 0, 0},
 };
 
@@ -154,6 +170,17 @@ static const struct option listener_options[] = {
     OPT(config_listener, "trusted_proxies", OPT_CIDRS, trusted_proxies),
     OPT_TIME(config_listener, "timeout_proxy", timeout_proxy_ms, 100,
         SEC(3600)),
+    OPT_NUM(config_listener, "max_sessions", max_sessions, 0, 100000000),
+    OPT_NUM(config_listener, "max_sessions_per_client", max_sessions_per_client,
+        0, 1000000),
+    OPT_NUM(config_listener, "max_connect_rate_per_client",
+        max_connect_rate_per_client, 0, 65535),
+    {NULL, 0, 0, 0, NULL, 0, 0},
+};
+
+static const struct option metrics_options[] = {
+    OPT(config_metrics, "listen", OPT_ADDR, listen),
+    OPT(config_metrics, "readyz_backends", OPT_BOOL, readyz_backends),
     {NULL, 0, 0, 0, NULL, 0, 0},
 };
 
@@ -170,6 +197,7 @@ enum section_kind {
 	SECTION_GLOBAL,
 	SECTION_TLS,
 	SECTION_LISTENER,
+	SECTION_METRICS,
 };
 
 struct errbuf {
@@ -892,6 +920,39 @@ apply_option(struct loader *ld, const struct option *opt, void *base,
 	case OPT_SNI_CERT:
 		parse_sni_cert(ld, (struct config_tls *)base, value);
 		return;
+	case OPT_NUMBER: {
+		char *end;
+		unsigned long long n;
+
+		errno = 0;
+		n = strtoull(value, &end, 10);
+		if (!isdigit((unsigned char)value[0]) || *end != '\0' ||
+		    errno != 0 || n < opt->min || n > opt->max) {
+			error_at(ld, ld->lineno,
+			    "%s: '%s' is not a number from %llu to %llu",
+			    opt->name, value, (unsigned long long)opt->min,
+			    (unsigned long long)opt->max);
+			return;
+		}
+		*(uint64_t *)field = n;
+		return;
+	}
+	case OPT_ADDR: {
+		struct config_addr *a = (struct config_addr *)(void *)field;
+
+		if (config_parse_addr(value, a) != 0) {
+			error_at(ld, ld->lineno,
+			    "%s: '%s' is not an address:port (IPv6 in "
+			    "brackets)",
+			    opt->name, value);
+			return;
+		}
+		a->loc.file = ld->path;
+		a->loc.line = ld->lineno;
+		if (base == &ld->cfg->metrics)
+			ld->cfg->metrics.enabled = true;
+		return;
+	}
 	}
 }
 
@@ -944,6 +1005,12 @@ on_ini_value(void *user, const char *section, const char *name,
 		base = &ld->cfg->tls;
 		set = &ld->cfg->tls.set;
 		where = "[tls]";
+		break;
+	case SECTION_METRICS:
+		table = metrics_options;
+		base = &ld->cfg->metrics;
+		set = &ld->cfg->metrics.set;
+		where = "[metrics]";
 		break;
 	case SECTION_LISTENER:
 	default:
@@ -1041,11 +1108,15 @@ enter_section(struct loader *ld, char *start)
 		ld->section = SECTION_TLS;
 		return;
 	}
+	if (strcmp(name, "metrics") == 0) {
+		ld->section = SECTION_METRICS;
+		return;
+	}
 	if (strncmp(name, "listener", 8) != 0 ||
 	    (name[8] != ' ' && name[8] != '\t' && name[8] != '\0')) {
 		error_at(ld, ld->lineno,
-		    "unknown section [%s]; expected [global], [tls] or "
-		    "[listener NAME]",
+		    "unknown section [%s]; expected [global], [tls], "
+		    "[metrics] or [listener NAME]",
 		    name);
 		return;
 	}
@@ -1249,6 +1320,13 @@ validate_listener(struct loader *ld, struct config_listener *l, size_t index)
 		l->timeout_idle_ms = proto_default_idle_ms(l->protocol);
 	if (!is_set(t, l->set, "timeout_linger"))
 		l->timeout_linger_ms = SEC(30);
+	if (!is_set(t, l->set, "max_sessions"))
+		l->max_sessions = cfg->max_sessions;
+	if (!is_set(t, l->set, "max_sessions_per_client"))
+		l->max_sessions_per_client = cfg->max_sessions_per_client;
+	if (!is_set(t, l->set, "max_connect_rate_per_client"))
+		l->max_connect_rate_per_client =
+		    cfg->max_connect_rate_per_client;
 	/* Postfix's smtpd_upstream_proxy_timeout. */
 	if (!is_set(t, l->set, "timeout_proxy"))
 		l->timeout_proxy_ms = SEC(5);
@@ -1287,6 +1365,33 @@ validate_listener(struct loader *ld, struct config_listener *l, size_t index)
 }
 
 static void
+validate_metrics(struct loader *ld)
+{
+	const struct config *cfg = ld->cfg;
+	const struct config_metrics *m = &cfg->metrics;
+	size_t i, j;
+
+	if (!m->enabled) {
+		if (m->set != 0)
+			error_at(ld, 0,
+			    "[metrics]: 'listen' is required (the address "
+			    "of /metrics, /healthz and /readyz)");
+		return;
+	}
+	for (i = 0; i < cfg->listener_count; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+
+		for (j = 0; j < l->listen_count; j++)
+			if (addr_equal(&m->listen, &l->listen[j]))
+				error_at(ld, m->listen.loc.line,
+				    "[metrics]: %s is already used by "
+				    "[listener %s] (line %u)",
+				    m->listen.text, l->name,
+				    l->listen[j].loc.line);
+	}
+}
+
+static void
 validate(struct loader *ld)
 {
 	struct config *cfg = ld->cfg;
@@ -1320,6 +1425,11 @@ validate(struct loader *ld)
 	}
 	for (i = 0; i < cfg->listener_count; i++)
 		validate_listener(ld, &cfg->listeners[i], i);
+	/* Each worker counts its sessions per listener in a fixed slot. */
+	if (cfg->listener_count > METRICS_LISTENERS_MAX)
+		error_at(ld, cfg->listeners[METRICS_LISTENERS_MAX].loc.line,
+		    "more than %d [listener] sections", METRICS_LISTENERS_MAX);
+	validate_metrics(ld);
 }
 
 static void
@@ -1338,6 +1448,13 @@ config_defaults(struct config *cfg)
 	cfg->timeout_login_ms = SEC(180);
 	cfg->drain_timeout_ms = SEC(30);
 	cfg->reload_drain_timeout_ms = SEC(3600);
+	/* Postfix's smtpd_client_connection_count_limit: an office behind
+	 * one NAT address, each mail client holding several IMAP sessions
+	 * (one per watched folder), stays under it. */
+	cfg->max_sessions_per_client = 50;
+	cfg->client_ipv4_prefix = 32;
+	/* One IPv6 subscriber is usually a /64 of addresses. */
+	cfg->client_ipv6_prefix = 64;
 	cfg->tls.min_version = CONFIG_TLS_1_2;
 	cfg->tls.session_tickets = true;
 }
@@ -1449,6 +1566,7 @@ config_key_name(size_t i, const char **section_out)
 	    {"global", global_options},
 	    {"tls", tls_options},
 	    {"listener", listener_options},
+	    {"metrics", metrics_options},
 	};
 	size_t s, n;
 

@@ -43,6 +43,8 @@
 #include <uv.h>
 
 #include "mailproxy/log.h"
+#include "mailproxy/metrics.h"
+#include "mailproxy/metrics_server.h"
 #include "mailproxy/session.h"
 #include "mailproxy/tls.h"
 #include "mailproxy/version.h"
@@ -61,6 +63,7 @@ struct slot {
 	uint64_t respawn_ms;  /* when to fork again (0: not waiting) */
 	unsigned fast_deaths; /* in a row, each within MASTER_STABLE_MS */
 	bool ready;           /* it said it listens */
+	int mslot;            /* its slot of the shared counters; -1: none */
 };
 
 struct generation {
@@ -100,6 +103,15 @@ struct master {
 	unsigned stop_signals;
 	struct tls_tickets tickets;
 	size_t session_max; /* per worker process */
+	struct metrics_shared *shm;
+	/* The metrics process and its socket ([metrics] listen). */
+	int metrics_fd; /* -1: none */
+	struct config_addr metrics_addr;
+	pid_t metrics_pid;
+	pid_t metrics_old;           /* replaced by a reload, not yet reaped */
+	uint64_t metrics_respawn_ms; /* fork it again then (0: not due) */
+	uint64_t metrics_started_ms;
+	unsigned metrics_fast_deaths;
 };
 
 static const int handled[] = {SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1,
@@ -483,6 +495,16 @@ random_tag(void)
 	return tag;
 }
 
+/* The instance's max_sessions for g: the configured one, else what the
+ * workers' open-file limits allow together. */
+static uint64_t
+instance_max(const struct master *m, const struct generation *g)
+{
+	if (g->cfg->max_sessions != 0)
+		return g->cfg->max_sessions;
+	return (uint64_t)m->session_max * g->n;
+}
+
 /* The child side of a fork: becomes worker i of g and never returns. */
 static void
 worker_child(struct master *m, struct generation *g, unsigned i)
@@ -492,6 +514,8 @@ worker_child(struct master *m, struct generation *g, unsigned i)
 	(void)close(m->sigfd);
 	if (m->predecessor_fd >= 0)
 		(void)close(m->predecessor_fd);
+	if (m->metrics_fd >= 0)
+		(void)close(m->metrics_fd);
 	drop_privileges(g);
 	/* Ids stay unique across workers and generations. */
 	session_init_ids(random_tag());
@@ -505,6 +529,9 @@ worker_child(struct master *m, struct generation *g, unsigned i)
 	spec.fds = g->fds;
 	spec.session_max = m->session_max;
 	spec.ready_fd = m->ready[1];
+	spec.metrics = m->shm;
+	spec.metrics_slot = g->slots[i].mslot;
+	spec.max_sessions = instance_max(m, g);
 	(void)close(m->ready[0]);
 	exit(worker_run(&spec));
 }
@@ -513,10 +540,18 @@ static bool
 fork_worker(struct master *m, struct generation *g, unsigned i)
 {
 	struct slot *s = &g->slots[i];
-	pid_t pid = fork();
+	pid_t pid;
 
+	s->mslot = metrics_slot_take(m->shm, g->id, i, g->cfg);
+	if (s->mslot < 0)
+		log_warnx("generation %u worker %u: all %d counter slots are "
+		          "taken: its sessions are not counted nor limited",
+		    g->id, i, METRICS_SLOTS);
+	pid = fork();
 	if (pid < 0) {
 		log_warn("generation %u worker %u: cannot fork", g->id, i);
+		metrics_slot_release(m->shm, s->mslot);
+		s->mslot = -1;
 		s->respawn_ms = now_ms() + MASTER_BACKOFF_MAX_MS;
 		return false;
 	}
@@ -526,6 +561,8 @@ fork_worker(struct master *m, struct generation *g, unsigned i)
 	s->started_ms = now_ms();
 	s->respawn_ms = 0;
 	s->ready = false;
+	if (s->mslot >= 0)
+		atomic_store(&m->shm->slots[s->mslot].pid, pid);
 	g->alive++;
 	return true;
 }
@@ -568,6 +605,7 @@ new_generation(struct config *cfg, SSL_CTX **ctxs, uid_t uid, gid_t gid)
 	struct generation *g = calloc(1, sizeof(*g));
 	unsigned n =
 	    cfg->workers != 0 ? cfg->workers : uv_available_parallelism();
+	unsigned i;
 
 	if (g == NULL || (g->slots = calloc(n, sizeof(*g->slots))) == NULL) {
 		free(g);
@@ -578,6 +616,8 @@ new_generation(struct config *cfg, SSL_CTX **ctxs, uid_t uid, gid_t gid)
 	g->cfg = cfg;
 	g->ctxs = ctxs;
 	g->n = n;
+	for (i = 0; i < n; i++)
+		g->slots[i].mslot = -1;
 	g->drop = cfg->user != NULL;
 	g->uid = uid;
 	g->gid = gid;
@@ -603,6 +643,7 @@ log_listeners(const struct config *cfg)
 
 static void notify_status(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
+static void describe_exit(int status, char *text, size_t size);
 
 /* Tells systemd (a no-op when not run by it), in one datagram. */
 static void
@@ -681,6 +722,188 @@ drop_finished(struct master *m)
 	}
 }
 
+/* ------------------------------------------------------------------ */
+/* What the metrics process shows. */
+
+/* Whether the instance serves: a worker of the current generation
+ * listens, and nothing is stopping or handing over. */
+static void
+publish(struct master *m)
+{
+	const struct generation *g;
+	unsigned i, ready = 0, alive = 0;
+
+	for (g = m->current; g != NULL; g = g->older)
+		alive += g->alive;
+	for (i = 0; m->current != NULL && i < m->current->n; i++)
+		ready +=
+		    m->current->slots[i].pid > 0 && m->current->slots[i].ready;
+	atomic_store(&m->shm->workers, alive);
+	atomic_store(&m->shm->generation,
+	    m->current != NULL ? m->current->id : 0);
+	atomic_store(&m->shm->stopping,
+	    m->stop_signals > 0 || m->handed_over ? 1u : 0u);
+	atomic_store(&m->shm->ready,
+	    ready > 0 && m->stop_signals == 0 && !m->handed_over ? 1u : 0u);
+}
+
+/* The expiry time of every certificate g's listeners serve. */
+static void
+publish_certs(struct master *m, const struct config *cfg, SSL_CTX **ctxs)
+{
+	struct metrics_cert *certs = calloc(METRICS_CERTS, sizeof(*certs));
+	X509 *x[METRICS_CERTS];
+	size_t i, j, k, n = 0;
+
+	if (certs == NULL)
+		return;
+	for (i = 0; i < cfg->listener_count && n < METRICS_CERTS; i++) {
+		unsigned name = metrics_name(m->shm, cfg->listeners[i].name);
+
+		k = tls_ctx_certificates(ctxs[i], x, METRICS_CERTS - n);
+		for (j = 0; j < k; j++) {
+			struct metrics_cert *c = &certs[n];
+			struct tm tm;
+			BIO *bio;
+			int len;
+
+			if (name == METRICS_NO_NAME ||
+			    ASN1_TIME_to_tm(X509_get0_notAfter(x[j]), &tm) != 1)
+				continue;
+			c->name = (uint16_t)name;
+			c->not_after = (int64_t)timegm(&tm);
+			bio = BIO_new(BIO_s_mem());
+			if (bio != NULL &&
+			    X509_NAME_print_ex(bio, X509_get_subject_name(x[j]),
+			        0, XN_FLAG_RFC2253) >= 0) {
+				len = BIO_read(bio, c->subject,
+				    METRICS_SUBJECT_MAX);
+				c->subject[len > 0 ? len : 0] = '\0';
+			}
+			BIO_free(bio);
+			n++;
+		}
+	}
+	metrics_set_certs(m->shm, certs, n);
+	free(certs);
+}
+
+/* The socket for [metrics] listen in cfg: the one m has when the address
+ * is the same, else a new one. -1 when cfg has none; -2 when it cannot be
+ * bound (logged). */
+static int
+metrics_socket(struct master *m, const struct config *cfg)
+{
+	const struct config_addr *a = &cfg->metrics.listen;
+	int fd;
+
+	if (!cfg->metrics.enabled)
+		return -1;
+	if (m->metrics_fd >= 0 && m->metrics_addr.sa_len == a->sa_len &&
+	    memcmp(&m->metrics_addr.sa, &a->sa, a->sa_len) == 0)
+		return m->metrics_fd;
+	fd = bind_socket(a);
+	if (fd < 0) {
+		log_warn("%s:%u: [metrics]: cannot listen on %s", a->loc.file,
+		    a->loc.line, a->text);
+		return -2;
+	}
+	return fd;
+}
+
+/* The metrics process runs on the current generation's configuration,
+ * as its user. */
+static void
+fork_metrics(struct master *m)
+{
+	struct generation *g = m->current;
+	struct metrics_server_spec spec;
+	pid_t pid;
+
+	m->metrics_respawn_ms = 0;
+	if (m->metrics_fd < 0)
+		return;
+	pid = fork();
+	if (pid < 0) {
+		log_warn("cannot fork the metrics process");
+		m->metrics_respawn_ms = now_ms() + MASTER_BACKOFF_MAX_MS;
+		return;
+	}
+	if (pid == 0) {
+		(void)close(m->sigfd);
+		(void)close(m->ready[0]);
+		(void)close(m->ready[1]);
+		if (m->predecessor_fd >= 0)
+			(void)close(m->predecessor_fd);
+		close_sockets(m);
+		drop_privileges(g);
+		memset(&spec, 0, sizeof(spec));
+		spec.master = m->pid;
+		spec.fd = m->metrics_fd;
+		spec.cfg = g->cfg;
+		spec.shm = m->shm;
+		/* The keys stay in the master. */
+		forget_keys(g);
+		OPENSSL_cleanse(&m->tickets, sizeof(m->tickets));
+		exit(metrics_server_run(&spec));
+	}
+	m->metrics_pid = pid;
+	m->metrics_started_ms = now_ms();
+	log_info("metrics process (pid %ld) serves http://%s/metrics, "
+	         "/healthz and /readyz",
+	    (long)pid, g->cfg->metrics.listen.text);
+}
+
+static void
+stop_metrics(struct master *m)
+{
+	if (m->metrics_pid > 0)
+		(void)kill(m->metrics_pid, SIGTERM);
+}
+
+/* The metrics process ended: replaced as a worker is, unless stopping. */
+static void
+metrics_reaped(struct master *m, int status)
+{
+	uint64_t lived = now_ms() - m->metrics_started_ms, delay = 0;
+	char how[96];
+
+	m->metrics_pid = 0;
+	describe_exit(status, how, sizeof(how));
+	if (m->stop_signals > 0 || m->handed_over || m->metrics_fd < 0) {
+		log_info("metrics process %s", how);
+		return;
+	}
+	m->metrics_fast_deaths =
+	    lived < MASTER_STABLE_MS ? m->metrics_fast_deaths + 1 : 0;
+	if (m->metrics_fast_deaths > 0) {
+		delay = MASTER_BACKOFF_MIN_MS << (m->metrics_fast_deaths > 8 ?
+		                7 :
+		                m->metrics_fast_deaths - 1);
+		if (delay > MASTER_BACKOFF_MAX_MS)
+			delay = MASTER_BACKOFF_MAX_MS;
+	}
+	log_warnx("metrics process %s after %llu ms; replacing it in %llu ms",
+	    how, (unsigned long long)lived, (unsigned long long)delay);
+	m->metrics_respawn_ms = now_ms() + delay + 1;
+}
+
+/* Milliseconds until the metrics process is due again (-1: not). */
+static int
+metrics_due(struct master *m)
+{
+	uint64_t now = now_ms();
+
+	if (m->metrics_respawn_ms == 0 || m->metrics_pid > 0 ||
+	    m->stop_signals > 0 || m->handed_over)
+		return -1;
+	if (m->metrics_respawn_ms <= now) {
+		fork_metrics(m);
+		return -1;
+	}
+	return (int)(m->metrics_respawn_ms - now);
+}
+
 /*
  * SIGHUP: the file is read and checked again as -t does. Anything wrong:
  * logged, and the running generation goes on untouched. Otherwise a new
@@ -697,7 +920,7 @@ reload(struct master *m)
 	SSL_CTX **ctxs;
 	uid_t uid = 0;
 	gid_t gid = 0;
-	int *fds;
+	int *fds, mfd;
 
 	(void)sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
 	    (unsigned long long)now_ms() * 1000);
@@ -726,13 +949,27 @@ reload(struct master *m)
 		OPENSSL_cleanse(&tickets, sizeof(tickets));
 		goto fail;
 	}
-	if (!take_sockets(m, cfg, &fds)) {
+	mfd = metrics_socket(m, g->cfg);
+	if (mfd == -2) {
+		free_generation(g);
+		OPENSSL_cleanse(&tickets, sizeof(tickets));
+		goto fail;
+	}
+	if (!take_sockets(m, g->cfg, &fds)) {
+		if (mfd >= 0 && mfd != m->metrics_fd)
+			(void)close(mfd);
 		free_generation(g);
 		OPENSSL_cleanse(&tickets, sizeof(tickets));
 		goto fail;
 	}
 	g->fds = fds;
 	g->id = ++m->last_id;
+	if (mfd != m->metrics_fd) {
+		if (m->metrics_fd >= 0)
+			(void)close(m->metrics_fd);
+		m->metrics_fd = mfd;
+		m->metrics_addr = g->cfg->metrics.listen;
+	}
 	{
 		int r = log_init(cfg);
 
@@ -751,11 +988,23 @@ reload(struct master *m)
 	m->current->retiring = true;
 	forget_keys(m->current);
 	m->current = g;
+	metrics_set_current(m->shm, g->cfg);
+	publish_certs(m, g->cfg, g->ctxs);
 	start_generation(m, g);
-	log_listeners(cfg);
+	log_listeners(g->cfg);
 	/* The new workers accept on the same sockets first, so no client
 	 * meets a moment with nobody accepting. */
 	signal_generation(g->older, SIGQUIT);
+	/* The metrics process follows the configuration: a new one on the
+	 * (same or new) socket; the old one's answers in flight are cut. */
+	if (m->metrics_pid > 0) {
+		m->metrics_old = m->metrics_pid;
+		stop_metrics(m);
+		m->metrics_pid = 0;
+	}
+	fork_metrics(m);
+	(void)atomic_fetch_add(&m->shm->reloads_ok, 1);
+	publish(m);
 	log_info("reload: generation %u started with %u worker%s; "
 	         "generation %u drains for up to %llu s",
 	    g->id, g->n, g->n == 1 ? "" : "s", g->older->id,
@@ -767,6 +1016,7 @@ reload(struct master *m)
 	    g->id, g->n);
 	return;
 fail:
+	(void)atomic_fetch_add(&m->shm->reloads_failed, 1);
 	log_warnx("reload failed; generation %u goes on with the "
 	          "configuration it has",
 	    m->current->id);
@@ -788,6 +1038,7 @@ stop(struct master *m, int signum)
 		    sigabbrev_np(signum),
 		    (unsigned long long)m->current->cfg->drain_timeout_ms);
 		(void)sd_notify(0, "STOPPING=1");
+		publish(m);
 		/* New connections are refused once the workers close theirs. */
 		close_sockets(m);
 		/* An upgrade under way is called off: a new master must not
@@ -830,6 +1081,14 @@ reap(struct master *m, pid_t pid, int status)
 	unsigned i = 0;
 	char how[96];
 
+	if (pid == m->metrics_pid && pid > 0) {
+		metrics_reaped(m, status);
+		return;
+	}
+	if (pid == m->metrics_old && pid > 0) {
+		m->metrics_old = 0;
+		return;
+	}
 	for (link = &m->current; (g = *link) != NULL; link = &g->older) {
 		for (i = 0; i < g->n; i++)
 			if (g->slots[i].pid == pid) {
@@ -856,7 +1115,10 @@ reap(struct master *m, pid_t pid, int status)
 		return; /* not ours: a worker's stray child cannot be */
 	}
 	s->pid = 0;
+	s->ready = false;
 	g->alive--;
+	metrics_slot_release(m->shm, s->mslot);
+	s->mslot = -1;
 	describe_exit(status, how, sizeof(how));
 	lived = now_ms() - s->started_ms;
 	if (g == m->current && m->stop_signals == 0 && !m->handed_over) {
@@ -895,6 +1157,7 @@ reap_all(struct master *m)
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
 		reap(m, pid, status);
+	publish(m);
 }
 
 /* Workers of the current generation whose back-off has passed. */
@@ -1065,6 +1328,12 @@ upgrade_due(struct master *m)
 	m->handed_to = m->successor;
 	forget_successor(m);
 	close_sockets(m);
+	/* The new master's metrics process answers from now on. */
+	stop_metrics(m);
+	if (m->metrics_fd >= 0)
+		(void)close(m->metrics_fd);
+	m->metrics_fd = -1;
+	publish(m);
 	for (g = m->current; g != NULL; g = g->older) {
 		if (!g->retiring)
 			signal_generation(g, SIGQUIT);
@@ -1147,6 +1416,7 @@ worker_ready(struct master *m)
 				g->slots[i].ready = true;
 	for (i = 0; i < g->n; i++)
 		ready += g->slots[i].ready;
+	publish(m);
 	if (m->predecessor_fd < 0 || ready < g->n)
 		return;
 	if (write(m->predecessor_fd, "R", 1) != 1)
@@ -1298,6 +1568,7 @@ master_run(const char *path, struct config *cfg, char **argv)
 	m.argv = argv;
 	m.pid = getpid();
 	m.successor_fd = -1;
+	m.metrics_fd = -1;
 	binary_path(argv[0], m.exe, sizeof(m.exe));
 	adopt_predecessor(&m);
 	if (pipe2(m.ready, O_CLOEXEC) != 0 ||
@@ -1316,6 +1587,14 @@ master_run(const char *path, struct config *cfg, char **argv)
 		fatalx("cannot start");
 	m.session_max = raise_fd_limit(address_count(cfg));
 	adopt_sockets(&m);
+	/* Before any fork: every process maps the same counters. */
+	m.shm = metrics_create();
+	if (m.shm == NULL)
+		fatal("cannot map the shared counters");
+	m.metrics_fd = metrics_socket(&m, cfg);
+	if (m.metrics_fd == -2)
+		fatalx("cannot start");
+	m.metrics_addr = cfg->metrics.listen;
 	if (!take_sockets(&m, cfg, &fds))
 		fatalx("cannot start");
 	g = new_generation(cfg, ctxs, uid, gid);
@@ -1324,10 +1603,19 @@ master_run(const char *path, struct config *cfg, char **argv)
 	g->fds = fds;
 	g->id = ++m.last_id;
 	m.current = g;
+	metrics_set_current(m.shm, cfg);
+	publish_certs(&m, cfg, g->ctxs);
+	log_info("max_sessions %llu%s; max_sessions_per_client %llu, "
+	         "max_connect_rate_per_client %llu a minute (0: no limit)",
+	    (unsigned long long)instance_max(&m, g),
+	    cfg->max_sessions != 0 ? "" : " (the open file limit, all workers)",
+	    (unsigned long long)cfg->max_sessions_per_client,
+	    (unsigned long long)cfg->max_connect_rate_per_client);
 	if (cfg->user != NULL)
 		log_info("workers run as user %s (uid %u, gid %u)", cfg->user,
 		    (unsigned)uid, (unsigned)gid);
 	start_generation(&m, g);
+	fork_metrics(&m);
 	log_listeners(cfg);
 	if (cfg->busy_poll_ms > 0)
 		log_info("mailproxy %s started with %u worker%s, busy_poll "
@@ -1345,7 +1633,12 @@ master_run(const char *path, struct config *cfg, char **argv)
 	pfd[1].events = POLLIN;
 	pfd[2].events = POLLIN;
 	while ((m.stop_signals == 0 && !m.handed_over) || any_alive(&m)) {
+		/* /healthz says the master is alive while it beats. */
+		atomic_store(&m.shm->heartbeat_ms, metrics_now_ms());
 		timeout = earliest(respawn_due(&m), upgrade_due(&m));
+		timeout = earliest(timeout, metrics_due(&m));
+		if (m.metrics_fd >= 0)
+			timeout = earliest(timeout, METRICS_HEARTBEAT_MS);
 		pfd[2].fd = m.successor_fd;
 		pfd[2].revents = 0;
 		if (poll(pfd, m.successor_fd >= 0 ? 3 : 2, timeout) < 0 &&
@@ -1361,6 +1654,20 @@ master_run(const char *path, struct config *cfg, char **argv)
 			successor_heard(&m);
 	}
 	forget_successor(&m);
+	/* /readyz said 503 while the sessions drained; now it goes. */
+	stop_metrics(&m);
+	while (m.metrics_pid > 0 || m.metrics_old > 0) {
+		pid_t pid = waitpid(-1, NULL, 0);
+
+		if (pid < 0)
+			break;
+		if (pid == m.metrics_pid)
+			m.metrics_pid = 0;
+		if (pid == m.metrics_old)
+			m.metrics_old = 0;
+	}
+	if (m.metrics_fd >= 0)
+		(void)close(m.metrics_fd);
 	if (m.predecessor_fd >= 0)
 		(void)close(m.predecessor_fd);
 	(void)close(m.ready[0]);
@@ -1373,6 +1680,7 @@ master_run(const char *path, struct config *cfg, char **argv)
 	close_sockets(&m);
 	(void)close(m.sigfd);
 	OPENSSL_cleanse(&m.tickets, sizeof(m.tickets));
+	metrics_destroy(m.shm);
 	if (m.handed_over)
 		log_info("mailproxy stopped: its sessions are done, the new "
 		         "master serves");

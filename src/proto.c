@@ -100,6 +100,9 @@ static const char *const replies[PROTO_COUNT_][PROTO_REPLY_COUNT_] = {
             [PROTO_REPLY_SHUTDOWN] = "* BYE Server shutting down.\r\n",
             [PROTO_REPLY_BUSY] = "* BYE [UNAVAILABLE] Too many connections, "
                                  "try again later.\r\n",
+            [PROTO_REPLY_CLIENT_BUSY] = "* BYE [UNAVAILABLE] Too many "
+                                        "connections from your address, "
+                                        "try again later.\r\n",
             [PROTO_REPLY_TIMEOUT] = "* BYE Disconnected for inactivity.\r\n",
         },
     [PROTO_POP3] =
@@ -123,6 +126,9 @@ static const char *const replies[PROTO_COUNT_][PROTO_REPLY_COUNT_] = {
                                      "down.\r\n",
             [PROTO_REPLY_BUSY] = "-ERR [SYS/TEMP] Too many connections, try "
                                  "again later.\r\n",
+            [PROTO_REPLY_CLIENT_BUSY] = "-ERR [SYS/TEMP] Too many "
+                                        "connections from your address, "
+                                        "try again later.\r\n",
             [PROTO_REPLY_TIMEOUT] = "-ERR Disconnected for inactivity.\r\n",
         },
     [PROTO_SMTP] =
@@ -161,6 +167,10 @@ static const char *const replies[PROTO_COUNT_][PROTO_REPLY_COUNT_] = {
                                      "closing transmission channel\r\n",
             [PROTO_REPLY_BUSY] = "421 4.3.2 $N Too many connections, try "
                                  "again later\r\n",
+            /* Postfix's anvil: "421 4.7.0 host Error: too many
+             * connections from ADDR"; the address is left out here. */
+            [PROTO_REPLY_CLIENT_BUSY] = "421 4.7.0 $N Error: too many "
+                                        "connections from your address\r\n",
             [PROTO_REPLY_TIMEOUT] = "421 4.4.2 $N Error: timeout exceeded\r\n",
         },
 };

@@ -202,6 +202,8 @@ set_state(struct session *s, enum session_state state)
 	s->state_ms = now_ms(s);
 	if (state == SESSION_CLOSING)
 		return;
+	if (state == SESSION_HANDSHAKE || state == SESSION_CONNECT)
+		s->phase_hr = uv_hrtime();
 	if (state == SESSION_GREETING) {
 		s->wait = PROTO_WAIT_BACKEND;
 		s->wait_ms = s->state_ms;
@@ -304,8 +306,13 @@ session_free(struct session *s)
 	struct session_host *h = s->host;
 
 	assert(s->pending == 0 && s->state == SESSION_CLOSING);
-	if (!s->quiet)
+	if (!s->quiet) {
 		write_log(s, "close");
+		metrics_session_end(h->metrics, s->listener->index,
+		    (unsigned)s->end, s->end_state == SESSION_HANDSHAKE,
+		    s->pump.client.bytes_in, s->pump.client.bytes_out);
+	}
+	metrics_leave(h->metrics, s->listener->index, &s->admission);
 	pump_free(&s->pump);
 	dialog_free(s->dialog);
 	s->dialog = NULL;
@@ -764,6 +771,8 @@ on_backend_connect(uv_connect_t *req, int status)
 	}
 	if (b->h.handle.type == UV_TCP)
 		(void)uv_tcp_nodelay(&b->h.tcp, 1);
+	metrics_observe(s->host->metrics, s->listener->index, METRICS_CONNECT,
+	    (uv_hrtime() - s->phase_hr) / 1000);
 	set_state(s, SESSION_GREETING);
 	if (!send_proxy_header(s))
 		return;
@@ -917,6 +926,7 @@ session_of(void *owner)
 }
 
 static void session_begin(struct session *s);
+static bool admit(struct session *s);
 
 /* The load balancer's PROXY header; once whole, the session starts as
  * without one, with what followed it as the client's first bytes. */
@@ -942,6 +952,8 @@ proxy_input(struct session *s)
 	if (!h.local) {
 		memcpy(&s->client_addr, &h.src, sizeof(s->client_addr));
 		memcpy(&s->local_addr, &h.dst, sizeof(s->local_addr));
+	} else {
+		s->health_check = true;
 	}
 	session_begin(s);
 }
@@ -983,6 +995,8 @@ on_pump_handshake(void *owner, struct pump_side *x)
 	if (s->state != SESSION_HANDSHAKE)
 		return;
 	s->tls_ms = now_ms(s);
+	metrics_observe(s->host->metrics, s->listener->index, METRICS_HANDSHAKE,
+	    (uv_hrtime() - s->phase_hr) / 1000);
 	dialog_tls_started(s->dialog);
 	/* Late connect: only now does the backend hear of the client. */
 	connect_backend(s);
@@ -1216,7 +1230,7 @@ on_timer(uv_timer_t *t)
  * the load balancer's header, not read yet: no line there.)
  */
 static void
-say_busy(struct session *s)
+say_busy(struct session *s, enum proto_reply reply)
 {
 	struct proto_reply_args a = {s->listener->server_name, NULL, NULL, 0,
 	    NULL};
@@ -1225,8 +1239,8 @@ say_busy(struct session *s)
 	uv_buf_t b;
 	int len, r;
 
-	len = proto_reply_format(conf_of(s)->protocol, PROTO_REPLY_BUSY, &a,
-	    line, sizeof(line));
+	len = proto_reply_format(conf_of(s)->protocol, reply, &a, line,
+	    sizeof(line));
 	if (len <= 0)
 		return;
 	b = uv_buf_init(line, (unsigned)len);
@@ -1288,7 +1302,7 @@ session_accept(struct session_host *h, const struct session_listener *l,
 	    atomic_load(h->process_sessions) > h->max) {
 		if (l->conf->tls == CONFIG_TLS_STARTTLS &&
 		    !l->conf->accept_proxy)
-			say_busy(s);
+			say_busy(s, PROTO_REPLY_BUSY);
 		session_close(s, SESSION_END_LIMIT,
 		    "too many sessions for the open file limit");
 		return;
@@ -1310,6 +1324,37 @@ session_accept(struct session_host *h, const struct session_listener *l,
 	session_begin(s);
 }
 
+/*
+ * The instance's limits, once the client is known (after a load
+ * balancer's header). A refused client of a plaintext greeting hears its
+ * protocol's "too many connections"; on implicit TLS it is closed before
+ * the handshake, which would cost more than the refusal saves.
+ */
+static bool
+admit(struct session *s)
+{
+	static const char *const why[METRICS_LIMIT_COUNT_] = {
+	    [METRICS_LIMIT_SESSIONS] = "max_sessions reached",
+	    [METRICS_LIMIT_PER_CLIENT] = "max_sessions_per_client reached",
+	    [METRICS_LIMIT_RATE] = "max_connect_rate_per_client reached",
+	};
+	const struct session_listener *l = s->listener;
+	enum metrics_limit refused;
+
+	refused = metrics_admit(s->host->metrics, l->index,
+	    s->health_check ? NULL : &s->client_addr.sa, &l->limits,
+	    &s->admission);
+	if (refused == METRICS_LIMIT_COUNT_)
+		return true;
+	if (l->conf->tls == CONFIG_TLS_STARTTLS)
+		say_busy(s,
+		    refused == METRICS_LIMIT_SESSIONS ?
+		        PROTO_REPLY_BUSY :
+		        PROTO_REPLY_CLIENT_BUSY);
+	session_close(s, SESSION_END_LIMIT, why[refused]);
+	return false;
+}
+
 /* The session proper, once the client is known. */
 static void
 session_begin(struct session *s)
@@ -1318,6 +1363,8 @@ session_begin(struct session *s)
 	struct pump_side *c = &s->pump.client;
 	struct proto_out out;
 
+	if (!admit(s))
+		return;
 	if (s->host->cfg->log_connect)
 		write_log(s, "connect");
 	s->dialog = dialog_new(&l->params);

@@ -876,3 +876,21 @@ fail:
 	SSL_CTX_free(ctx);
 	return NULL;
 }
+
+size_t
+tls_ctx_certificates(SSL_CTX *ctx, X509 **out, size_t max)
+{
+	const struct sni_table *table;
+	size_t n = 0, i;
+	X509 *x;
+
+	if (max == 0)
+		return 0;
+	if ((x = SSL_CTX_get0_certificate(ctx)) != NULL)
+		out[n++] = x;
+	table = sni_index >= 0 ? SSL_CTX_get_ex_data(ctx, sni_index) : NULL;
+	for (i = 0; table != NULL && i < table->count && n < max; i++)
+		if ((x = SSL_CTX_get0_certificate(table->ctx[i])) != NULL)
+			out[n++] = x;
+	return n;
+}

@@ -268,6 +268,17 @@ open_listeners(struct worker *w, SSL_CTX *const *ctxs, const int *fds)
 		    conf->starttls == CONFIG_STARTTLS_OPTIONAL;
 		l->session.params.server_name = l->session.server_name;
 		l->session.params.greeting = conf->greeting;
+		l->session.index = (unsigned)i;
+		l->session.limits.max_sessions = w->spec->max_sessions;
+		l->session.limits.listener_max_sessions = conf->max_sessions;
+		l->session.limits.per_client =
+		    (uint32_t)conf->max_sessions_per_client;
+		l->session.limits.rate_per_minute =
+		    (uint32_t)conf->max_connect_rate_per_client;
+		l->session.limits.ipv4_prefix =
+		    (unsigned)cfg->client_ipv4_prefix;
+		l->session.limits.ipv6_prefix =
+		    (unsigned)cfg->client_ipv6_prefix;
 		l->sockets = calloc(conf->listen_count, sizeof(*l->sockets));
 		if (l->sockets == NULL)
 			return UV_ENOMEM;
@@ -301,6 +312,7 @@ worker_destroy(struct worker *w)
 		free(w->listeners[i].sockets);
 	free(w->listeners);
 	session_host_destroy(&w->sessions);
+	metrics_worker_free(&w->metrics);
 	w->magic = 0;
 }
 
@@ -415,6 +427,11 @@ worker_run(const struct worker_spec *spec)
 	    on_session_freed);
 	w.sessions.max = spec->session_max;
 	w.sessions.process_sessions = &w.process_sessions;
+	if (!metrics_worker_init(&w.metrics, spec->metrics, spec->metrics_slot))
+		log_warnx("worker %u: no memory for the client table: "
+		          "per-client limits are off in this worker",
+		    spec->index);
+	w.sessions.metrics = &w.metrics;
 	w.loop.data = &w;
 	(void)uv_poll_init(&w.loop, &w.sigpoll, w.sigfd);
 	w.sigpoll.data = &w;

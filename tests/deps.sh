@@ -6,7 +6,7 @@ set -eu
 
 PACKAGES="cmake gcc make pkg-config libssl-dev libuv1-dev libinih-dev
 libcmocka-dev libsystemd-dev clang-format openssl curl python3 procps valgrind
-dovecot-imapd dovecot-pop3d postfix haproxy"
+dovecot-imapd dovecot-pop3d postfix haproxy python3-prometheus-client"
 
 missing=""
 for p in $PACKAGES; do

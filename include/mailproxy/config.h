@@ -150,6 +150,18 @@ struct config_listener {
 	bool accept_proxy; /* a PROXY header comes first from the client */
 	struct config_cidr *trusted_proxies;
 	size_t trusted_proxies_count;
+	/* Limits ([global]'s unless set here); 0: none. */
+	uint64_t max_sessions;
+	uint64_t max_sessions_per_client;
+	uint64_t max_connect_rate_per_client; /* per minute */
+	uint64_t set;
+};
+
+/* [metrics]: the HTTP listener for /metrics, /healthz and /readyz. */
+struct config_metrics {
+	bool enabled; /* listen was given */
+	struct config_addr listen;
+	bool readyz_backends; /* /readyz also connects to every backend */
 	uint64_t set;
 };
 
@@ -174,8 +186,17 @@ struct config {
 	/* A generation replaced by a reload serves its sessions this long. */
 	uint64_t reload_drain_timeout_ms;
 	uint64_t busy_poll_ms; /* 0: workers sleep in epoll_wait as usual */
+	/* Limits, the listeners' defaults; 0: none. max_sessions 0: what
+	 * the open-file limit allows. */
+	uint64_t max_sessions;
+	uint64_t max_sessions_per_client;
+	uint64_t max_connect_rate_per_client; /* per minute */
+	/* A client is its address with the host bits past these cleared. */
+	uint64_t client_ipv4_prefix;
+	uint64_t client_ipv6_prefix;
 	uint64_t set;
 	struct config_tls tls;
+	struct config_metrics metrics;
 	struct config_listener *listeners;
 	size_t listener_count;
 };

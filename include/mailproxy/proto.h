@@ -91,6 +91,7 @@ enum proto_reply {
 	PROTO_REPLY_UNAVAILABLE, /* backend refused, unreachable, silent */
 	PROTO_REPLY_SHUTDOWN,    /* mailproxy is stopping */
 	PROTO_REPLY_BUSY,        /* no room for another session */
+	PROTO_REPLY_CLIENT_BUSY, /* this client has too many (or too fast) */
 	PROTO_REPLY_TIMEOUT,     /* the client took too long */
 	PROTO_REPLY_COUNT_
 };

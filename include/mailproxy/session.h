@@ -23,6 +23,7 @@
 
 #include "mailproxy/config.h"
 #include "mailproxy/dialog.h"
+#include "mailproxy/metrics.h"
 #include "mailproxy/pump.h"
 
 #define SESSION_MAGIC 0x5e55101u
@@ -78,6 +79,8 @@ struct session_listener {
 	SSL_CTX *ctx;            /* shared, read-only */
 	const char *server_name; /* for SMTP replies */
 	struct proto_params params;
+	unsigned index;               /* in the configuration, for metrics */
+	struct metrics_limits limits; /* checked when a session starts */
 };
 
 /* What the sessions of one loop share; the worker owns it. */
@@ -93,6 +96,8 @@ struct session_host {
 	 * once: end=limit. NULL: no limit. */
 	atomic_size_t *process_sessions;
 	size_t max;
+	/* The instance's limits and this worker's counters. */
+	struct metrics_worker *metrics;
 	/* Called after a session was freed (the worker may be done). */
 	void (*freed)(struct session_host *h);
 };
@@ -131,7 +136,11 @@ struct session {
 	enum proto_wait wait; /* whose turn it is in the dialogue */
 	uint16_t proxy_len;   /* octets of the load balancer's header */
 	bool quiet;           /* not a session to log (failed accept) */
-	union session_addr client_addr; /* from the PROXY header if any */
+	bool health_check;    /* a PROXY v2 LOCAL: the balancer's own */
+	uint64_t phase_hr;    /* uv_hrtime when the handshake or the
+	                       * backend connect began, for metrics */
+	struct metrics_admission admission; /* what the limits counted */
+	union session_addr client_addr;     /* from the PROXY header if any */
 	union session_addr local_addr;
 	union session_addr proxy_addr;   /* the balancer; AF_UNSPEC: none */
 	union session_addr backend_addr; /* last TCP address tried */

@@ -86,6 +86,12 @@ SSL_CTX *tls_ctx_build(const struct config *cfg,
     char **warnings_out, char **error_out);
 
 /*
+ * The leaf certificates ctx serves, its default first, then the SNI
+ * ones it kept; at most max into out (borrowed from ctx). Returns how many.
+ */
+size_t tls_ctx_certificates(SSL_CTX *ctx, X509 **out, size_t max);
+
+/*
  * A server SSL object from ctx whose ciphertext goes through io, which
  * must outlive it. Returns NULL when memory is exhausted.
  */

@@ -27,6 +27,7 @@
 #include <uv.h>
 
 #include "mailproxy/config.h"
+#include "mailproxy/metrics.h"
 #include "mailproxy/session.h"
 
 #define WORKER_MAGIC 0x3023c3e1u
@@ -56,6 +57,9 @@ struct worker_spec {
 	const int *fds;     /* per listener in order, one per listen address */
 	size_t session_max; /* this process's sessions before end=limit */
 	int ready_fd;       /* where to write its pid once it listens */
+	struct metrics_shared *metrics; /* the instance's counters */
+	int metrics_slot;               /* this worker's; -1: none */
+	uint64_t max_sessions; /* the instance's, all workers together */
 };
 
 struct worker {
@@ -76,6 +80,7 @@ struct worker {
 	struct session_host sessions;
 	size_t session_peak; /* most sessions since the heap was last trimmed */
 	atomic_size_t process_sessions;
+	struct metrics_worker metrics;
 };
 
 /*

@@ -36,7 +36,9 @@ class ConcurrencyTest(ProxyTestCase):
         subjects = []
         ctx = self.ca.client_context()
 
-        with self.proxy(workers=2) as mp:
+        # 200 from one address: past the per-client limit (50).
+        with self.proxy(workers=2,
+                        global_extra="max_sessions_per_client = 0\n") as mp:
             def imap_session():
                 imap = imaplib.IMAP4_SSL("localhost", mp.port("imaps"),
                                          ssl_context=ctx, timeout=120)

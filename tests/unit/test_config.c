@@ -51,7 +51,8 @@ struct error_case {
 
 static const struct error_case error_cases[] = {
     {"unknown section", TLS_OK LISTENER_OK "[foo]\n", 8,
-        "unknown section [foo]; expected [global], [tls] or [listener NAME]"},
+        "unknown section [foo]; expected [global], [tls], [metrics] or "
+        "[listener NAME]"},
     {"unknown key", "[global]\nfoo = 1\n" TLS_OK LISTENER_OK, 2,
         "unknown key 'foo' in [global]"},
     {"unknown listener key", TLS_OK LISTENER_OK "prot = imap\n", 8,
