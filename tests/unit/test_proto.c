@@ -71,6 +71,15 @@ test_proto_reply_format_notices_exact_bytes(void **state)
 	    {PROTO_SMTP, PROTO_REPLY_BUSY,
 	        "421 4.3.2 mx.example.org Too many connections, try again "
 	        "later\r\n"},
+	    {PROTO_IMAP, PROTO_REPLY_CLIENT_BUSY,
+	        "* BYE [UNAVAILABLE] Too many connections from your address, "
+	        "try again later.\r\n"},
+	    {PROTO_POP3, PROTO_REPLY_CLIENT_BUSY,
+	        "-ERR [SYS/TEMP] Too many connections from your address, try "
+	        "again later.\r\n"},
+	    {PROTO_SMTP, PROTO_REPLY_CLIENT_BUSY,
+	        "421 4.7.0 mx.example.org Error: too many connections from "
+	        "your address\r\n"},
 	    {PROTO_IMAP, PROTO_REPLY_TIMEOUT,
 	        "* BYE Disconnected for inactivity.\r\n"},
 	    {PROTO_POP3, PROTO_REPLY_TIMEOUT,
