@@ -112,6 +112,7 @@ struct master {
 	uint64_t metrics_respawn_ms; /* fork it again then (0: not due) */
 	uint64_t metrics_started_ms;
 	unsigned metrics_fast_deaths;
+	bool served; /* a worker has listened: /readyz may say ready */
 };
 
 static const int handled[] = {SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1,
@@ -725,8 +726,13 @@ drop_finished(struct master *m)
 /* ------------------------------------------------------------------ */
 /* What the metrics process shows. */
 
-/* Whether the instance serves: a worker of the current generation
- * listens, and nothing is stopping or handing over. */
+/*
+ * Whether the instance serves: nothing is stopping or handing over, and
+ * a worker of the current generation listens. Once one has, a worker
+ * still starting counts too (after a reload, or one being replaced): the
+ * sockets queue what comes meanwhile. With none alive (all died, waiting
+ * to be replaced) it does not serve.
+ */
 static void
 publish(struct master *m)
 {
@@ -736,8 +742,11 @@ publish(struct master *m)
 	for (g = m->current; g != NULL; g = g->older)
 		alive += g->alive;
 	for (i = 0; m->current != NULL && i < m->current->n; i++)
-		ready +=
-		    m->current->slots[i].pid > 0 && m->current->slots[i].ready;
+		if (m->current->slots[i].pid > 0 &&
+		    (m->current->slots[i].ready || m->served))
+			ready++;
+	if (ready > 0)
+		m->served = true;
 	atomic_store(&m->shm->workers, alive);
 	atomic_store(&m->shm->generation,
 	    m->current != NULL ? m->current->id : 0);

@@ -101,6 +101,19 @@ class MetricsTest(ProxyTestCase):
         mp.held.append(sock)
         return mp
 
+    def wait_listening(self):
+        """Until the workers have said they listen ("started" is logged
+        when they are forked), as an orchestrator polls /readyz."""
+        deadline = time.monotonic() + WAIT
+        while True:
+            status, body, _ = http_get(self.metrics_port, "/readyz")
+            if body != "no worker listens yet\n":
+                return status, body
+            self.assertEqual(status, 503)
+            if time.monotonic() > deadline:
+                self.fail("no worker listens")
+            time.sleep(0.05)
+
     def scrape(self):
         status, body, headers = http_get(self.metrics_port, "/metrics")
         self.assertEqual(status, 200, body)
@@ -204,8 +217,7 @@ class MetricsTest(ProxyTestCase):
         mp = self.start(global_extra="drain_timeout = 20s\n")
         with mp:
             self.assertEqual(http_get(self.metrics_port, "/healthz")[0], 200)
-            status, body, _ = http_get(self.metrics_port, "/readyz")
-            self.assertEqual((status, body), (200, "ready\n"))
+            self.assertEqual(self.wait_listening(), (200, "ready\n"))
             # A worker dies: the master supervises on, /healthz stays 200.
             victim = [p for p in mp.worker_pids()
                       if p != self.metrics_pid(mp)][0]
@@ -273,7 +285,7 @@ class MetricsTest(ProxyTestCase):
         mp = self.start(extra_metrics="readyz_backends = yes\n",
                         listeners=listeners)
         with mp:
-            status, body, _ = http_get(self.metrics_port, "/readyz")
+            status, body = self.wait_listening()
             self.assertEqual(status, 503)
             self.assertEqual(body, "backend 127.0.0.1:%d of listener dead "
                                    "does not answer\n" % port)
