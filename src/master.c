@@ -546,7 +546,8 @@ fork_worker(struct master *m, struct generation *g, unsigned i)
 	s->mslot = metrics_slot_take(m->shm, g->id, i, g->cfg);
 	if (s->mslot < 0)
 		log_warnx("generation %u worker %u: all %d counter slots are "
-		          "taken: its sessions are not counted nor limited",
+		          "taken (too many generations draining?): its "
+		          "sessions are neither counted nor limited",
 		    g->id, i, METRICS_SLOTS);
 	pid = fork();
 	if (pid < 0) {
@@ -846,6 +847,8 @@ fork_metrics(struct master *m)
 			(void)close(m->predecessor_fd);
 		close_sockets(m);
 		drop_privileges(g);
+		if (metrics_read_only(m->shm) != 0)
+			fatal("metrics: cannot make the counters read-only");
 		memset(&spec, 0, sizeof(spec));
 		spec.master = m->pid;
 		spec.fd = m->metrics_fd;

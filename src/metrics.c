@@ -94,20 +94,46 @@ metrics_destroy(struct metrics_shared *shm)
 		(void)munmap(shm, sizeof(*shm));
 }
 
+/*
+ * Workers can write the whole region, so nothing read from it may index
+ * memory unchecked, in the master (root) least of all: counts and name
+ * ids are clamped where they are used.
+ */
+static unsigned
+names_of(const struct metrics_shared *shm)
+{
+	uint32_t n = shm->name_count;
+
+	return n < METRICS_NAMES ? n : METRICS_NAMES;
+}
+
+static unsigned
+listeners_of(const struct metrics_slot *s)
+{
+	return s->listener_count < METRICS_LISTENERS ? s->listener_count :
+	                                               METRICS_LISTENERS;
+}
+
+int
+metrics_read_only(struct metrics_shared *shm)
+{
+	return mprotect(shm, sizeof(*shm), PROT_READ);
+}
+
 unsigned
 metrics_name(struct metrics_shared *shm, const char *name)
 {
-	unsigned i;
+	unsigned i, n = names_of(shm);
 
-	for (i = 0; i < shm->name_count; i++)
-		if (strcmp(shm->names[i], name) == 0)
+	for (i = 0; i < n; i++)
+		if (strncmp(shm->names[i], name, METRICS_NAME_MAX) == 0)
 			return i;
-	if (shm->name_count == METRICS_NAMES)
+	if (n == METRICS_NAMES)
 		return METRICS_NO_NAME;
 	(void)snprintf(shm->names[i], sizeof(shm->names[i]), "%s", name);
 	/* The name is whole before a reader may count it. */
 	atomic_thread_fence(memory_order_release);
-	shm->name_count++;
+	shm->name_count = i + 1;
 	return i;
 }
 
@@ -204,8 +230,8 @@ metrics_slot_release(struct metrics_shared *shm, int i)
 		return;
 	s = &shm->slots[i];
 	write_begin(shm);
-	for (j = 0; j < s->listener_count; j++) {
-		if (s->name[j] == METRICS_NO_NAME)
+	for (j = 0; j < listeners_of(s); j++) {
+		if (s->name[j] >= METRICS_NAMES)
 			continue;
 		counters_add(&shm->retired[s->name[j]], &s->l[j]);
 		/* A worker that died gives back the sessions it held. */
@@ -371,13 +397,20 @@ metrics_admit(struct metrics_worker *w, unsigned listener,
 	unsigned name;
 	int64_t total, mine = 0;
 	int32_t c0, c1;
+	bool cells;
 
 	memset(a, 0, sizeof(*a));
-	if (shm == NULL || s == NULL || listener >= s->listener_count)
+	if (shm == NULL || s == NULL || listener >= listeners_of(s))
 		return METRICS_LIMIT_COUNT_;
 	name = s->name[listener];
-	if (client != NULL && lim->rate_per_minute > 0 &&
-	    client_cells(w, name, client, lim, a->cell)) {
+	if (name >= METRICS_NAMES)
+		name = METRICS_NO_NAME;
+	/* Without a hash (no memory), no client is told from another:
+	 * nothing is limited per client rather than all together. */
+	cells = client != NULL &&
+	    (lim->rate_per_minute > 0 || lim->per_client > 0) &&
+	    client_cells(w, name, client, lim, a->cell);
+	if (cells && lim->rate_per_minute > 0) {
 		uint64_t now = metrics_now_ms();
 		uint32_t r0 = rate_add(&shm->rate[0][a->cell[0]], now);
 		uint32_t r1 = rate_add(&shm->rate[1][a->cell[1]], now);
@@ -399,10 +432,7 @@ metrics_admit(struct metrics_worker *w, unsigned listener,
 		refused = METRICS_LIMIT_SESSIONS;
 		goto undo;
 	}
-	if (client == NULL || lim->per_client == 0)
-		return METRICS_LIMIT_COUNT_;
-	if (lim->rate_per_minute == 0 &&
-	    !client_cells(w, name, client, lim, a->cell))
+	if (!cells || lim->per_client == 0)
 		return METRICS_LIMIT_COUNT_;
 	a->client = true;
 	atomic_fetch_add_explicit(&s->clients[0][a->cell[0]], 1, RELAXED);
@@ -434,6 +464,8 @@ metrics_leave(struct metrics_worker *w, unsigned listener,
 	shm = w->shm;
 	s = w->slot;
 	name = s->name[listener];
+	if (name >= METRICS_NAMES)
+		name = METRICS_NO_NAME;
 	if (a->client) {
 		(void)atomic_fetch_sub(&shm->clients[0][a->cell[0]], 1);
 		(void)atomic_fetch_sub(&shm->clients[1][a->cell[1]], 1);
@@ -454,7 +486,7 @@ metrics_leave(struct metrics_worker *w, unsigned listener,
 static struct metrics_counters *
 counters(struct metrics_worker *w, unsigned listener)
 {
-	if (w == NULL || w->slot == NULL || listener >= w->slot->listener_count)
+	if (w == NULL || w->slot == NULL || listener >= listeners_of(w->slot))
 		return NULL;
 	return &w->slot->l[listener];
 }
@@ -586,7 +618,7 @@ take_snapshot(const struct metrics_shared *shm, struct snapshot *snap)
 		seq = atomic_load((_Atomic uint32_t *)&shm->seq);
 		if ((seq & 1) != 0 && tries < 1000)
 			continue;
-		snap->names = shm->name_count;
+		snap->names = names_of(shm);
 		atomic_thread_fence(memory_order_acquire);
 		memcpy(snap->name, shm->names, sizeof(snap->name));
 		memcpy(snap->current, shm->current, sizeof(snap->current));
@@ -596,7 +628,7 @@ take_snapshot(const struct metrics_shared *shm, struct snapshot *snap)
 			s = &shm->slots[i];
 			if (atomic_load((_Atomic uint32_t *)&s->live) == 0)
 				continue;
-			for (j = 0; j < s->listener_count; j++) {
+			for (j = 0; j < listeners_of(s); j++) {
 				if (s->name[j] >= snap->names)
 					continue;
 				counters_add(&snap->c[s->name[j]], &s->l[j]);
@@ -604,7 +636,9 @@ take_snapshot(const struct metrics_shared *shm, struct snapshot *snap)
 				    (int64_t)get(&s->l[j].active);
 			}
 		}
-		snap->certs = shm->cert_count;
+		snap->certs = shm->cert_count < METRICS_CERTS ?
+		    shm->cert_count :
+		    METRICS_CERTS;
 		memcpy(snap->cert, shm->certs,
 		    snap->certs * sizeof(snap->cert[0]));
 		atomic_thread_fence(memory_order_acquire);

@@ -53,15 +53,18 @@ struct conn {
 	uv_tcp_t tcp;
 	uv_timer_t timer;
 	uv_write_t write;
+	uv_shutdown_t shutdown;
 	unsigned pending; /* handles and requests that will call back */
 	bool closing;
 	bool answered;
+	bool lingering; /* answered and shut down: reading to the end */
 	size_t len;
 	char head[HTTP_HEAD_MAX];
 	char peer[64];
 	struct http_request req;
 	struct metrics_text body;
 	char out_head[512];
+	char out_text[1024];  /* a short answer made here */
 	struct probe *probes; /* /readyz with readyz_backends */
 	size_t probe_count, probes_left;
 };
@@ -155,14 +158,47 @@ may_log(struct server *sv)
 	return sv->log_count++ < LOG_PER_SECOND;
 }
 
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
+static void
+on_shutdown(uv_shutdown_t *req, int status)
+{
+	struct conn *c = req->data;
+
+	(void)status;
+	conn_release(c);
+}
+
+/*
+ * The answer is out. Closing now, with bytes of the client's unread,
+ * would make the kernel send RST and drop what it had not sent yet (on a
+ * real network the answer itself): send FIN instead and read what the
+ * client still sends, until it closes or METRICS_LINGER_MS (nginx's
+ * lingering close).
+ */
 static void
 on_written(uv_write_t *req, int status)
 {
 	struct conn *c = req->data;
 
-	(void)status;
-	c->pending--; /* the write; the handles still hold the conn */
-	conn_close(c);
+	if (status == 0 && !c->closing) {
+		c->shutdown.data = c;
+		if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp,
+		        on_shutdown) == 0) {
+			c->pending++;
+			c->lingering = true;
+			(void)uv_timer_start(&c->timer, on_deadline,
+			    METRICS_LINGER_MS, 0);
+			(void)uv_read_start((uv_stream_t *)&c->tcp, on_alloc,
+			    on_read);
+		} else {
+			conn_close(c);
+		}
+	} else {
+		conn_close(c);
+	}
+	conn_release(c); /* the write's hold */
 }
 
 /* Sends status with body (text, may be NULL) and closes. */
@@ -265,7 +301,7 @@ static void
 probe_finish(struct probe *p, bool ok)
 {
 	struct conn *c = p->conn;
-	char text[1024];
+	char *text = c->out_text;
 	size_t i, o = 0;
 	bool all = true;
 
@@ -284,8 +320,8 @@ probe_finish(struct probe *p, bool ok)
 		if (c->probes[i].ok)
 			continue;
 		all = false;
-		if (o < sizeof(text) - 1) {
-			int n = snprintf(text + o, sizeof(text) - o,
+		if (o < sizeof(c->out_text) - 1) {
+			int n = snprintf(text + o, sizeof(c->out_text) - o,
 			    "backend %s of listener %s does not answer\n",
 			    c->probes[i].l->backend.text, c->probes[i].l->name);
 
@@ -297,7 +333,7 @@ probe_finish(struct probe *p, bool ok)
 		answer_text(c, 200, "ready\n");
 	else
 		answer(c, 503, "text/plain; charset=utf-8", text,
-		    o < sizeof(text) ? o : sizeof(text) - 1);
+		    o < sizeof(c->out_text) ? o : sizeof(c->out_text) - 1);
 }
 
 static void
@@ -306,8 +342,8 @@ on_probe_connect(uv_connect_t *req, int status)
 	struct probe *p = req->data;
 	struct conn *c = p->conn;
 
-	c->pending--;
 	probe_finish(p, status == 0);
+	conn_release(c); /* the request's hold, last: c may go */
 }
 
 static void
@@ -336,15 +372,13 @@ on_probe_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 	struct probe *p = req->data;
 	struct conn *c = p->conn;
 
-	c->pending--;
 	p->resolving = false;
-	if (status != 0 || res == NULL || c->closing) {
-		uv_freeaddrinfo(res);
+	if (status != 0 || res == NULL || c->closing)
 		probe_finish(p, false);
-		return;
-	}
-	probe_connect(p, res->ai_addr);
+	else
+		probe_connect(p, res->ai_addr);
 	uv_freeaddrinfo(res);
+	conn_release(c); /* the lookup's hold, last: c may go */
 }
 
 static void
@@ -449,6 +483,8 @@ on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	struct conn *c = h->data;
 
 	(void)suggested;
+	if (c->lingering)
+		c->len = 0; /* the head is answered: its buffer is scratch */
 	if (c->len >= sizeof(c->head)) {
 		*buf = uv_buf_init(NULL, 0);
 		return;
@@ -464,6 +500,11 @@ on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 	size_t head_len;
 
 	(void)buf;
+	if (c->lingering) {
+		if (nread < 0)
+			conn_close(c);
+		return; /* what follows the request is read and dropped */
+	}
 	if (nread == 0 || c->answered)
 		return;
 	if (nread < 0) {
@@ -510,6 +551,44 @@ on_deadline(uv_timer_t *t)
 		conn_close(c);
 }
 
+/* Connections not closing yet (those closing are freed within this turn
+ * of the loop). */
+static size_t
+open_count(const struct server *sv)
+{
+	const struct conn *c;
+	size_t n = 0;
+
+	for (c = sv->conns; c != NULL; c = c->next)
+		n += !c->closing;
+	return n;
+}
+
+/*
+ * At capacity, the oldest connection still sending its request head
+ * makes room: idle connections held open cannot keep a probe of /healthz
+ * out. false when every connection is past its head (being answered).
+ */
+static bool
+evict(struct server *sv)
+{
+	struct conn *c, *oldest = NULL;
+
+	/* New connections go first in the list: the last match is oldest. */
+	for (c = sv->conns; c != NULL; c = c->next)
+		if (!c->closing && !c->answered && c->probes == NULL &&
+		    c != sv->conns)
+			oldest = c;
+	if (oldest == NULL)
+		return false;
+	if (may_log(sv))
+		log_info("metrics: %s: more than %d connections; closing the "
+		         "oldest without a request, from %s",
+		    sv->conns->peer, METRICS_CONNS_MAX, oldest->peer);
+	conn_close(oldest);
+	return true;
+}
+
 static void
 on_connection(uv_stream_t *listener, int status)
 {
@@ -549,7 +628,7 @@ on_connection(uv_stream_t *listener, int status)
 			    sizeof(host));
 		(void)snprintf(c->peer, sizeof(c->peer), "%s", host);
 	}
-	if (sv->count > METRICS_CONNS_MAX) {
+	if (open_count(sv) > METRICS_CONNS_MAX && !evict(sv)) {
 		if (may_log(sv))
 			log_info("metrics: %s: more than %d connections; "
 			         "closed",
@@ -572,9 +651,12 @@ stop(struct server *sv)
 	sv->stopping = true;
 	uv_close((uv_handle_t *)&sv->listener, NULL);
 	uv_close((uv_handle_t *)&sv->sigpoll, NULL);
+	/* Requests already accepted are answered (their deadlines bound
+	 * it); only connections that have sent nothing yet are closed. */
 	for (c = sv->conns; c != NULL; c = next) {
 		next = c->next;
-		conn_close(c);
+		if (c->len == 0 && !c->answered)
+			conn_close(c);
 	}
 }
 

@@ -308,8 +308,12 @@ session_free(struct session *s)
 	assert(s->pending == 0 && s->state == SESSION_CLOSING);
 	if (!s->quiet) {
 		write_log(s, "close");
+		/* A handshake failed only if one began: a client refused at
+		 * accept is in SESSION_HANDSHAKE without TLS. */
 		metrics_session_end(h->metrics, s->listener->index,
-		    (unsigned)s->end, s->end_state == SESSION_HANDSHAKE,
+		    (unsigned)s->end,
+		    s->end_state == SESSION_HANDSHAKE &&
+		        s->pump.client.ssl != NULL,
 		    s->pump.client.bytes_in, s->pump.client.bytes_out);
 	}
 	metrics_leave(h->metrics, s->listener->index, &s->admission);

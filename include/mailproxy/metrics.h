@@ -150,6 +150,10 @@ struct metrics_worker {
 struct metrics_shared *metrics_create(void);
 void metrics_destroy(struct metrics_shared *shm);
 
+/* In the metrics process: the region becomes read-only there, so that
+ * the process facing the network cannot change what the others count. */
+int metrics_read_only(struct metrics_shared *shm);
+
 /* The index of name among the listener names, added if new;
  * METRICS_NO_NAME when the table is full. */
 unsigned metrics_name(struct metrics_shared *shm, const char *name);

@@ -12,8 +12,9 @@
  *                 only when every backend accepts a connection
  *
  * HTTP/1.0 and 1.1, GET and HEAD, one request per connection, closed
- * after the answer. Bounded: METRICS_CONNS_MAX connections, a request
- * head of HTTP_HEAD_MAX within METRICS_REQUEST_MS.
+ * after the answer. Bounded: METRICS_CONNS_MAX connections (a new one
+ * past it takes the place of the oldest still sending its request), a
+ * request head of HTTP_HEAD_MAX within METRICS_REQUEST_MS.
  */
 #ifndef MAILPROXY_METRICS_SERVER_H
 #define MAILPROXY_METRICS_SERVER_H
@@ -26,6 +27,7 @@
 #define METRICS_CONNS_MAX        64
 #define METRICS_REQUEST_MS       5000  /* for the whole request head */
 #define METRICS_ANSWER_MS        10000 /* from accept to the last byte */
+#define METRICS_LINGER_MS        2000  /* reading the rest after the answer */
 #define METRICS_PROBE_MS         2000  /* a backend's connect, /readyz */
 #define METRICS_HEARTBEAT_MS     1000  /* the master beats this often */
 #define METRICS_HEARTBEAT_MAX_MS 5000
