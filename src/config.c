@@ -119,6 +119,7 @@ static const struct option global_options[] = {
     OPT_TIME(config, "reload_drain_timeout", reload_drain_timeout_ms, 0,
         SEC(7 * 86400)),
     OPT_TIME(config, "busy_poll", busy_poll_ms, 0, SEC(1)),
+    OPT(config, "reuse_port", OPT_BOOL, reuse_port),
     OPT_NUM(config, "max_sessions", max_sessions, 0, 100000000),
     OPT_NUM(config, "max_sessions_per_client", max_sessions_per_client, 0,
         1000000),
@@ -987,8 +988,8 @@ on_ini_value(void *user, const char *section, const char *name,
 	switch (ld->section) {
 	case SECTION_NONE:
 		error_at(ld, ld->lineno,
-		    "'%s' is outside any section ([global], [tls] or "
-		    "[listener NAME])",
+		    "'%s' is outside any section ([global], [tls], "
+		    "[metrics] or [listener NAME])",
 		    name);
 		ld->skip_continuation = true;
 		return 1;

@@ -90,9 +90,12 @@ main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		case 'V':
-			printf("mailproxy %s (%s, libuv %s)\n",
-			    MAILPROXY_VERSION, OpenSSL_version(OPENSSL_VERSION),
-			    uv_version_string());
+			printf("mailproxy %s (commit %s, %s build, %s)\n"
+			       "%s (built with %s), libuv %s\n",
+			    MAILPROXY_VERSION, MAILPROXY_COMMIT,
+			    MAILPROXY_BUILD_TYPE, MAILPROXY_COMPILER,
+			    OpenSSL_version(OPENSSL_VERSION),
+			    OPENSSL_VERSION_TEXT, uv_version_string());
 			return 0;
 		default:
 			usage(stderr);

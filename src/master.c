@@ -115,6 +115,12 @@ struct master {
 	bool served; /* a worker has listened: /readyz may say ready */
 };
 
+#define ROOT_WARNING                                                           \
+	"WARNING: the workers run as root, and they parse what clients "       \
+	"send: set 'user' in [global] (the master stays root to read the "     \
+	"keys), or run mailproxy as an unprivileged user with the capability " \
+	"CAP_NET_BIND_SERVICE as the packaged systemd unit does"
+
 static const int handled[] = {SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1,
     SIGUSR2, SIGCHLD};
 
@@ -226,17 +232,61 @@ build(const struct config *cfg, const struct tls_tickets *previous,
 	return true;
 }
 
+static int bind_socket(const struct config_addr *a, bool share);
+static const char *bind_hint(const struct config_addr *a, int err);
+
+/*
+ * -t binds each address for a moment, as a start would. An address in
+ * use is only a warning here: -t also checks the next configuration of a
+ * mailproxy that runs, and holds those very ports.
+ */
+static bool
+test_address(const struct config_addr *a, const char *what, bool share)
+{
+	char line[1024];
+	int fd = bind_socket(a, share), err = errno;
+
+	if (fd >= 0) {
+		(void)close(fd);
+		return true;
+	}
+	(void)snprintf(line, sizeof(line), "%s:%u: %s: cannot listen on %s: %s",
+	    a->loc.file, a->loc.line, what, a->text, bind_hint(a, err));
+	if (err == EADDRINUSE) {
+		print_line(line, "warning: ");
+		return true;
+	}
+	print_line(line, "");
+	return false;
+}
+
 int
 master_test(const struct config *cfg)
 {
 	struct tls_tickets tickets;
 	SSL_CTX **ctxs;
+	char what[64];
+	size_t i, j;
+	bool ok = true;
 
 	if (!build(cfg, NULL, &tickets, &ctxs, print_line))
 		return 1;
 	free_ctxs(ctxs, cfg->listener_count);
 	OPENSSL_cleanse(&tickets, sizeof(tickets));
-	return 0;
+	for (i = 0; i < cfg->listener_count; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+
+		(void)snprintf(what, sizeof(what), "listener %s", l->name);
+		for (j = 0; j < l->listen_count; j++)
+			ok &=
+			    test_address(&l->listen[j], what, cfg->reuse_port);
+	}
+	if (cfg->metrics.enabled)
+		ok &= test_address(&cfg->metrics.listen, "[metrics]",
+		    cfg->reuse_port);
+	if (cfg->user == NULL && geteuid() == 0)
+		print_line(ROOT_WARNING, "");
+	return ok ? 0 : 1;
 }
 
 /*
@@ -290,8 +340,15 @@ raise_fd_limit(size_t listen_fds)
 	return most;
 }
 
+/*
+ * One socket per address, shared by the workers. Without share, a port
+ * another process holds (a stale mailproxy too) is an error rather than
+ * silently shared; with it (reuse_port = yes), SO_REUSEPORT lets several
+ * instances of the same user share the port, the kernel spreading
+ * connections over them.
+ */
 static int
-bind_socket(const struct config_addr *a)
+bind_socket(const struct config_addr *a, bool share)
 {
 	int fd, one = 1;
 
@@ -299,11 +356,10 @@ bind_socket(const struct config_addr *a)
 	    0);
 	if (fd < 0)
 		return -1;
-	/* One socket per address, shared by the workers. SO_REUSEPORT
-	 * still lets copies run by the same user share the port, as before
-	 * workers were processes. */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+	    (share &&
+	        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) !=
+	            0))
 		goto fail;
 	/* [::] and 0.0.0.0 are separate listen entries: keep v6 to v6. */
 	if (a->sa.ss_family == AF_INET6 &&
@@ -320,6 +376,29 @@ fail : {
 	errno = saved;
 }
 	return -1;
+}
+
+/* Why an address could not be bound (errno), in words an operator can
+ * act on. */
+static const char *
+bind_hint(const struct config_addr *a, int err)
+{
+	unsigned port = ntohs(a->sa.ss_family == AF_INET6 ?
+	        ((const struct sockaddr_in6 *)(const void *)&a->sa)->sin6_port :
+	        ((const struct sockaddr_in *)(const void *)&a->sa)->sin_port);
+
+	if (err == EADDRINUSE)
+		return "another process listens there (a mailproxy still "
+		       "running? `ss -ltnp` names it); set reuse_port = yes "
+		       "in [global] to share the port on purpose";
+	if (err == EACCES && port < 1024)
+		return "ports below 1024 need root or the capability "
+		       "CAP_NET_BIND_SERVICE (systemd: AmbientCapabilities="
+		       "CAP_NET_BIND_SERVICE; otherwise: setcap "
+		       "cap_net_bind_service=+ep on the binary)";
+	if (err == EADDRNOTAVAIL)
+		return "no interface of this host has that address";
+	return strerror(err);
 }
 
 static struct msock *
@@ -380,12 +459,12 @@ take_sockets(struct master *m, const struct config *cfg, int **fds_out)
 			if (old != NULL) {
 				next[n].fd = old->fd;
 			} else {
-				next[n].fd = bind_socket(a);
+				next[n].fd = bind_socket(a, cfg->reuse_port);
 				if (next[n].fd < 0) {
-					log_warn("%s:%u: listener %s: cannot "
-					         "listen on %s",
+					log_warnx("%s:%u: listener %s: cannot "
+					          "listen on %s: %s",
 					    a->loc.file, a->loc.line, l->name,
-					    a->text);
+					    a->text, bind_hint(a, errno));
 					goto fail;
 				}
 				bound[n] = true;
@@ -805,6 +884,7 @@ static int
 metrics_socket(struct master *m, const struct config *cfg)
 {
 	const struct config_addr *a = &cfg->metrics.listen;
+	size_t i;
 	int fd;
 
 	if (!cfg->metrics.enabled)
@@ -812,10 +892,18 @@ metrics_socket(struct master *m, const struct config *cfg)
 	if (m->metrics_fd >= 0 && m->metrics_addr.sa_len == a->sa_len &&
 	    memcmp(&m->metrics_addr.sa, &a->sa, a->sa_len) == 0)
 		return m->metrics_fd;
-	fd = bind_socket(a);
+	/* A master executed by SIGUSR2 finds it among the inherited. */
+	for (i = 0; i < m->sock_count; i++)
+		if (m->socks[i].sa_len == a->sa_len &&
+		    memcmp(&m->socks[i].sa, &a->sa, a->sa_len) == 0) {
+			fd = m->socks[i].fd;
+			m->socks[i] = m->socks[--m->sock_count];
+			return fd;
+		}
+	fd = bind_socket(a, cfg->reuse_port);
 	if (fd < 0) {
-		log_warn("%s:%u: [metrics]: cannot listen on %s", a->loc.file,
-		    a->loc.line, a->text);
+		log_warnx("%s:%u: [metrics]: cannot listen on %s: %s",
+		    a->loc.file, a->loc.line, a->text, bind_hint(a, errno));
 		return -2;
 	}
 	return fd;
@@ -1237,7 +1325,7 @@ upgrade(struct master *m)
 		log_warnx("SIGUSR2: the path of the binary is not known");
 		return;
 	}
-	fds = malloc(m->sock_count * 12 + 1);
+	fds = malloc((m->sock_count + 1) * 12 + 1);
 	if (fds == NULL || pipe2(p, O_CLOEXEC) != 0) {
 		log_warn("SIGUSR2: cannot upgrade");
 		free(fds);
@@ -1247,6 +1335,9 @@ upgrade(struct master *m)
 	for (i = 0; i < m->sock_count; i++)
 		used += (size_t)sprintf(fds + used, "%s%d", i > 0 ? " " : "",
 		    m->socks[i].fd);
+	if (m->metrics_fd >= 0)
+		used += (size_t)sprintf(fds + used, "%s%d", used > 0 ? " " : "",
+		    m->metrics_fd);
 	log_info("SIGUSR2: starting %s on the listening sockets", m->exe);
 	pid = fork();
 	if (pid < 0) {
@@ -1261,6 +1352,8 @@ upgrade(struct master *m)
 
 		for (i = 0; i < m->sock_count; i++)
 			(void)fcntl(m->socks[i].fd, F_SETFD, 0);
+		if (m->metrics_fd >= 0)
+			(void)fcntl(m->metrics_fd, F_SETFD, 0);
 		(void)fcntl(p[1], F_SETFD, 0);
 		(void)snprintf(num, sizeof(num), "%d", p[1]);
 		(void)setenv(MASTER_ENV_FDS, fds, 1);
@@ -1626,6 +1719,8 @@ master_run(const char *path, struct config *cfg, char **argv)
 	if (cfg->user != NULL)
 		log_info("workers run as user %s (uid %u, gid %u)", cfg->user,
 		    (unsigned)uid, (unsigned)gid);
+	else if (geteuid() == 0)
+		log_warnx("%s", ROOT_WARNING);
 	start_generation(&m, g);
 	fork_metrics(&m);
 	log_listeners(cfg);

@@ -694,6 +694,7 @@ metrics_server_run(const struct metrics_server_spec *spec)
 		(void)sigaddset(&set, signums[i]);
 	if (sigprocmask(SIG_SETMASK, &set, NULL) != 0 ||
 	    (sv.sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)) < 0 ||
+	    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
 	    prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 ||
 	    getppid() != spec->master) {
 		log_warnx("metrics: the master is gone");

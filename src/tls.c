@@ -21,6 +21,7 @@
 
 #include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
@@ -707,13 +708,17 @@ asn1_time_text(const ASN1_TIME *t)
 	return text;
 }
 
+static void add_line(char **out, char *line, const char *tail);
+
 /* A certificate that has expired or is not yet valid is no certificate:
- * clients would refuse it, and an operator should hear so at -t. */
+ * clients would refuse it, and an operator should hear so at -t. One that
+ * runs out within TLS_EXPIRY_WARN_DAYS is a warning (renewal failed?). */
 static bool
 check_dates(SSL_CTX *ctx, const char *cert, const struct config_loc *loc,
-    char **error_out)
+    char **warnings_out, char **error_out)
 {
 	X509 *x = SSL_CTX_get0_certificate(ctx);
+	int days = 0, secs = 0;
 
 	if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0) {
 		*error_out = build_error(loc,
@@ -727,13 +732,51 @@ check_dates(SSL_CTX *ctx, const char *cert, const struct config_loc *loc,
 		    asn1_time_text(X509_get0_notBefore(x)));
 		return false;
 	}
+	if (ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x)) == 1 &&
+	    days < TLS_EXPIRY_WARN_DAYS)
+		add_line(warnings_out,
+		    build_error(loc,
+		        "certificate '%s' expires in %d day%s (notAfter %s)",
+		        cert, days, days == 1 ? "" : "s",
+		        asn1_time_text(X509_get0_notAfter(x))),
+		    "");
 	return true;
+}
+
+/* No passphrase is ever asked for: mailproxy runs unattended. */
+static int
+no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	(void)u;
+	return -1;
+}
+
+/* The key at path, read alone first, so that "not a key" and "not this
+ * certificate's key" are told apart. */
+static EVP_PKEY *
+read_key(const char *path)
+{
+	EVP_PKEY *key;
+	FILE *f = fopen(path, "r");
+
+	if (f == NULL)
+		return NULL;
+	key = PEM_read_PrivateKey(f, NULL, no_passphrase, NULL);
+	(void)fclose(f);
+	return key;
 }
 
 static bool
 ctx_use_pair(SSL_CTX *ctx, const char *cert, const struct config_loc *cert_loc,
-    const char *key, const struct config_loc *key_loc, char **error_out)
+    const char *key, const struct config_loc *key_loc, char **warnings_out,
+    char **error_out)
 {
+	EVP_PKEY *pkey;
+	bool ok;
+
 	if (!readable(cert, cert_loc, "certificate", error_out))
 		return false;
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
@@ -743,19 +786,27 @@ ctx_use_pair(SSL_CTX *ctx, const char *cert, const struct config_loc *cert_loc,
 	}
 	if (!readable(key, key_loc, "key", error_out))
 		return false;
-	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+	pkey = read_key(key);
+	if (pkey == NULL) {
 		*error_out = build_error(key_loc,
-		    "key '%s' is not a PEM private key (or does not match "
-		    "certificate '%s')",
-		    key, cert);
+		    "key '%s' is not a PEM private key without a passphrase",
+		    key);
 		return false;
 	}
-	if (SSL_CTX_check_private_key(ctx) != 1) {
+	if (X509_check_private_key(SSL_CTX_get0_certificate(ctx), pkey) != 1) {
+		EVP_PKEY_free(pkey);
 		*error_out = build_error(key_loc,
 		    "key '%s' does not match certificate '%s'", key, cert);
 		return false;
 	}
-	return check_dates(ctx, cert, cert_loc, error_out);
+	ok = SSL_CTX_use_PrivateKey(ctx, pkey) == 1;
+	EVP_PKEY_free(pkey);
+	if (!ok) {
+		*error_out = build_error(key_loc,
+		    "key '%s' cannot be used with certificate '%s'", key, cert);
+		return false;
+	}
+	return check_dates(ctx, cert, cert_loc, warnings_out, error_out);
 }
 
 /*
@@ -766,13 +817,14 @@ ctx_use_pair(SSL_CTX *ctx, const char *cert, const struct config_loc *cert_loc,
 static void
 add_line(char **out, char *line, const char *tail)
 {
-	size_t had = *out != NULL ? strlen(*out) : 0, n;
+	size_t had, n;
 	char *grown;
 
 	if (line == NULL || out == NULL) {
 		free(line);
 		return;
 	}
+	had = *out != NULL ? strlen(*out) : 0;
 	n = strlen(line);
 	if (had > 0 && strstr(*out, line) != NULL) {
 		free(line);
@@ -826,7 +878,7 @@ ctx_add_sni(SSL_CTX *ctx, const struct config *cfg,
 		if (c == NULL)
 			return false;
 		if (!ctx_use_pair(c, t->sni[i].certificate, &t->sni[i].loc,
-		        t->sni[i].key, &t->sni[i].loc, &why)) {
+		        t->sni[i].key, &t->sni[i].loc, warnings_out, &why)) {
 			SSL_CTX_free(c);
 			add_line(warnings_out, why,
 			    "; sni_certificate skipped: its names get the "
@@ -862,7 +914,8 @@ tls_ctx_build(const struct config *cfg, const struct config_listener *l,
 	ctx = ctx_new(cfg, l, tickets, error_out);
 	if (ctx == NULL)
 		return NULL;
-	if (!ctx_use_pair(ctx, cert, &cert_loc, key, &key_loc, error_out))
+	if (!ctx_use_pair(ctx, cert, &cert_loc, key, &key_loc, warnings_out,
+	        error_out))
 		goto fail;
 	if (!set_sid_ctx(ctx, l->name)) {
 		*error_out = build_error(&glob,

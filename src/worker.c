@@ -393,7 +393,10 @@ settle_process(const struct worker_spec *spec)
 	fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (fd < 0)
 		return -1;
-	if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 ||
+	/* Nothing a worker runs may gain privileges (setuid binaries, file
+	 * capabilities): it parses what clients send. */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+	    prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 ||
 	    getppid() != spec->master) {
 		(void)close(fd);
 		return -1;

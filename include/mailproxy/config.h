@@ -186,6 +186,7 @@ struct config {
 	/* A generation replaced by a reload serves its sessions this long. */
 	uint64_t reload_drain_timeout_ms;
 	uint64_t busy_poll_ms; /* 0: workers sleep in epoll_wait as usual */
+	bool reuse_port;       /* share ports with other instances */
 	/* Limits, the listeners' defaults; 0: none. max_sessions 0: what
 	 * the open-file limit allows. */
 	uint64_t max_sessions;

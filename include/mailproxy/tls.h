@@ -68,6 +68,9 @@ int tls_init(void);
 /* Frees what tls_init() made; after every SSL object is gone. */
 void tls_cleanup(void);
 
+/* A certificate that runs out within this many days is a warning. */
+#define TLS_EXPIRY_WARN_DAYS 14
+
 /*
  * Builds the server context for listener l: certificate chain and key
  * (checked against each other and against the clock), TLS 1.2 minimum or

@@ -88,6 +88,8 @@ def main():
         with mp:
             for sock in held:
                 sock.close()
+            print("mailproxy listens on 127.0.0.1: " + ", ".join(
+                "%s %d" % (name, port) for name, port in ports.items()))
             user = "%s:%s" % (env.user, env.password)
             ok = run(["curl", "-sS", "--cacert", ca.ca_pem, "-u", user,
                       "imaps://localhost:%d/INBOX;UID=1;SECTION=HEADER"
@@ -105,6 +107,23 @@ def main():
             env.wait_for_delivery("sent through mailproxy")
             print("mail delivered through port %d into the Maildir"
                   % ports["submissions"])
+            # The STARTTLS listeners: curl refuses to go on in plaintext
+            # (--ssl-reqd), and mailproxy refuses a login before TLS.
+            ok &= run(["curl", "-sS", "--ssl-reqd", "--cacert", ca.ca_pem,
+                       "-u", user,
+                       "imap://localhost:%d/INBOX;UID=1;SECTION=HEADER"
+                       % ports["imap"]])
+            ok &= run(["curl", "-sS", "--ssl-reqd", "--cacert", ca.ca_pem,
+                       "-u", user, "pop3://localhost:%d/" % ports["pop3"]])
+            ok &= run(["curl", "-sS", "--ssl-reqd", "--cacert", ca.ca_pem,
+                       "--mail-from", "demo@example.org",
+                       "--mail-rcpt", env.address, "-T", "-",
+                       "smtp://localhost:%d" % ports["submission"]],
+                      stdin=message.replace(b"through mailproxy",
+                                            b"by STARTTLS"))
+            env.wait_for_delivery("sent by STARTTLS")
+            print("mail delivered through port %d (STARTTLS) into the "
+                  "Maildir" % ports["submission"])
             print("\nconnection log (%s):" % mp.log_path)
             for line in mp.log_text().splitlines():
                 if "event=" in line:
@@ -122,11 +141,15 @@ Try it:
 
   curl --cacert %s -u %s imaps://localhost:%d/INBOX
   curl --cacert %s -u %s pop3s://localhost:%d/1
+  curl --ssl-reqd --cacert %s -u %s imap://localhost:%d/INBOX
   openssl s_client -connect localhost:%d -CAfile %s -quiet
+  openssl s_client -starttls smtp -connect localhost:%d -CAfile %s -quiet
 
 Press Ctrl-C to stop everything.""" % (
                 mp.config_path, ca.ca_pem, user, ports["imaps"], ca.ca_pem,
-                user, ports["pop3s"], ports["imaps"], ca.ca_pem), flush=True)
+                user, ports["pop3s"], ca.ca_pem, user, ports["imap"],
+                ports["imaps"], ca.ca_pem, ports["submission"], ca.ca_pem),
+                flush=True)
             try:
                 while True:
                     signal.pause()

@@ -111,20 +111,22 @@ def free_port():
 
 def reserve_port(host=HOST):
     """Return (port, socket): a TCP port on host and a socket that holds
-    it for a server binding it with SO_REUSEPORT (mailproxy, HAProxy).
+    it until a server binds it: mailproxy (SO_REUSEADDR) or HAProxy
+    (SO_REUSEPORT).
 
-    free_port() does not do for those: SO_REUSEPORT lets a second
-    process of the same user bind a port already in use, so a parallel
-    test that picked the same port in the window before the bind would
-    share it silently instead of failing.  The socket is bound with
-    SO_REUSEPORT and never listens, so the server can bind beside it
-    while every other bind(0) (free_port(), reserve_port()) skips the
-    port.  Close it once the server listens.
+    free_port() does not do for those: a parallel test could pick the
+    same port in the window before the bind.  The socket is bound with
+    both options and never listens, so the server can bind beside it
+    (Linux lets SO_REUSEADDR sockets share a port none of them listens
+    on, and SO_REUSEPORT ones of one user share it always) while every
+    other bind(0) (free_port(), reserve_port()) skips the port.  Close
+    it once the server listens.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(1000):
         s = socket.socket(family, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((host, 0))
         port = s.getsockname()[1]
         if port not in _GIVEN_PORTS:

@@ -61,8 +61,10 @@ class CliTest(ProxyTestCase):
         path = self.write("mismatch.ini", self.config(key=other_key))
         out = self.run_binary("-t", "-c", path)
         self.assertEqual(out.returncode, 1)
-        self.assertIn("%s:3: key '%s' " % (path, other_key), out.stderr)
-        self.assertIn("key values mismatch", out.stderr)
+        # Plainly: not "is not a key, or does not match".
+        self.assertIn("%s:3: key '%s' does not match certificate '%s'"
+                      % (path, other_key, self.ca.chain_pem), out.stderr)
+        self.assertNotIn(" or ", out.stderr)
 
     def test_help_version_and_bad_usage(self):
         out = self.run_binary("--help")
@@ -70,7 +72,11 @@ class CliTest(ProxyTestCase):
         self.assertIn("usage: mailproxy [-t] [-c FILE]", out.stdout)
         out = self.run_binary("-V")
         self.assertEqual(out.returncode, 0)
-        self.assertRegex(out.stdout, r"^mailproxy \d+\.\d+\.\d+ \(OpenSSL 3")
+        self.assertRegex(out.stdout,
+                         r"^mailproxy \d+\.\d+\.\d+ \(commit [0-9a-f]{12}"
+                         r"(-dirty)?|unknown, \w+ build, (GNU|Clang) [\d.]+\)\n"
+                         r"OpenSSL 3\.\d+\.\d+ .*\(built with OpenSSL 3.*"
+                         r"\), libuv 1\.\d+\.\d+\n$")
         self.assertEqual(self.run_binary("--bogus").returncode, 1)
         self.assertEqual(self.run_binary("stray").returncode, 1)
         out = self.run_binary("-c", "/nonexistent.ini")
@@ -91,9 +97,9 @@ class CliTest(ProxyTestCase):
         self.assertIsInstance(events[1]["client_in"], int)
         self.assertNormalEnd(events[1])
 
-    def test_log_file_reopened_on_sigusr1(self):
-        log = os.path.join(self.env.tmp, "sessions.log")
-        with self.proxy(log_file=log) as mp:
+    def rotate(self, log, global_extra=""):
+        """A session, the log renamed and SIGUSR1, another session."""
+        with self.proxy(log_file=log, global_extra=global_extra) as mp:
             self.login_logout(mp)
             self.assertEqual(len(mp.wait_sessions(1)), 1)
             os.rename(log, log + ".1")
@@ -103,6 +109,10 @@ class CliTest(ProxyTestCase):
             self.login_logout(mp)
             self.assertEqual(len(mp.wait_sessions(1)), 1)
             self.assertStopsCleanly(mp)
+
+    def test_log_file_reopened_on_sigusr1(self):
+        log = os.path.join(self.env.tmp, "sessions.log")
+        self.rotate(log)
         with open(log + ".1") as f:
             old = f.read()
         with open(log) as f:
@@ -110,6 +120,75 @@ class CliTest(ProxyTestCase):
         self.assertEqual(old.count("event=close"), 1, old)
         self.assertEqual(new.count("event=close"), 1, new)
         self.assertIn("log file reopened", new)
+
+    def test_port_in_use_is_an_error(self):
+        """A second mailproxy on the same ports (a stale one) does not
+        share them silently: it says who to look for and exits 1; -t
+        only warns (it may be checking the running one's next
+        configuration); reuse_port = yes shares on purpose."""
+        with self.proxy(workers=1) as mp:
+            port = mp.port("imaps")
+            text = ("[tls]\ncertificate = %s\nkey = %s\n"
+                    "[listener imaps]\nprotocol = imap\n"
+                    "listen = 127.0.0.1:%d\nbackend = 127.0.0.1:%d\n"
+                    % (self.ca.chain_pem, self.ca.key_pem, port,
+                       self.env.imap_port))
+            path = self.write("stale.ini", text)
+            out = self.run_binary("-c", path)
+            self.assertEqual(out.returncode, 1)
+            self.assertIn("%s:6: listener imaps: cannot listen on "
+                          "127.0.0.1:%d: another process listens there "
+                          "(a mailproxy still running?" % (path, port),
+                          out.stderr)
+            out = self.run_binary("-t", "-c", path)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertIn("mailproxy: warning: %s:6: listener imaps: cannot "
+                          "listen on 127.0.0.1:%d: another process" %
+                          (path, port), out.stderr)
+        # Two that both ask for it share the port.
+        port, sock = mailenv.reserve_port()
+        sock.close()
+        shared = ("[global]\nreuse_port = yes\nworkers = 1\n"
+                  "[tls]\ncertificate = %s\nkey = %s\n"
+                  "[listener imaps]\nprotocol = imap\n"
+                  "listen = 127.0.0.1:%d\nbackend = 127.0.0.1:%d\n"
+                  % (self.ca.chain_pem, self.ca.key_pem, port,
+                     self.env.imap_port))
+        a = self.proxy(raw_config=shared, tag="a")
+        b = self.proxy(raw_config=shared, tag="b")
+        with a, b:
+            a.ports["imaps"] = b.ports["imaps"] = port
+            self.login_logout(a)
+            self.assertStopsCleanly(b)
+            self.assertStopsCleanly(a)
+
+    @unittest.skipIf(os.geteuid() != 0, "needs root")
+    def test_root_workers_warn_and_expiring_certificate(self):
+        """Workers left as root are warned about loudly, at -t and at
+        start; a certificate within 14 days of its end is a warning
+        with the date."""
+        ca = mailenv.TestCA(os.path.join(self.env.tmp, "ca-short"), days=5)
+        cert, key = ca.make_cert("localhost", ips=("127.0.0.1",))
+        path = self.write("root.ini", self.config().replace(
+            self.ca.chain_pem, cert).replace(self.ca.key_pem, key))
+        out = self.run_binary("-t", "-c", path)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("mailproxy: WARNING: the workers run as root", out.stderr)
+        self.assertRegex(out.stderr,
+                         r"mailproxy: warning: %s:2: certificate '%s' expires "
+                         r"in [45] days \(notAfter " % (path, cert))
+        with self.proxy(workers=1) as mp:
+            self.assertTrue(mp.wait_log("WARNING: the workers run as root"))
+
+    @unittest.skipIf(os.geteuid() != 0, "needs root to drop privileges")
+    def test_log_rotation_after_the_drop(self):
+        """With user = nobody the master opens the new log file and
+        gives it to the workers' user: their lines land in it."""
+        log = os.path.join(self.env.tmp, "dropped.log")
+        self.rotate(log, global_extra="user = nobody\n")
+        self.assertEqual(os.stat(log).st_uid, pwd.getpwnam("nobody").pw_uid)
+        with open(log) as f:
+            self.assertEqual(f.read().count("event=close"), 1)
 
     @unittest.skipIf(os.geteuid() != 0, "needs root to drop privileges")
     def test_workers_drop_to_configured_user(self):

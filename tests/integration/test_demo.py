@@ -25,8 +25,11 @@ class DemoTest(unittest.TestCase):
         text = out.stdout.decode("utf-8", "replace")
         self.assertEqual(out.returncode, 0, text + out.stderr.decode())
         self.assertIn("demo: all checks passed", text)
-        self.assertEqual(len(re.findall(r"event=close .*end=", text)), 3,
+        # IMAPS, POP3S, SMTPS, then IMAP, POP3, submission by STARTTLS.
+        self.assertEqual(len(re.findall(r"event=close .*end=", text)), 6,
                          text)
+        self.assertEqual(len(re.findall(r"event=close .*starttls=yes", text)),
+                         3, text)
 
     def test_example_config_is_valid(self):
         ca = mailenv.TestCA()

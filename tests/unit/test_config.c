@@ -58,8 +58,8 @@ static const struct error_case error_cases[] = {
     {"unknown listener key", TLS_OK LISTENER_OK "prot = imap\n", 8,
         "unknown key 'prot' in [listener]"},
     {"key outside section", "workers = 2\n" TLS_OK LISTENER_OK, 1,
-        "'workers' is outside any section ([global], [tls] or "
-        "[listener NAME])"},
+        "'workers' is outside any section ([global], [tls], [metrics] "
+        "or [listener NAME])"},
     {"missing protocol",
         TLS_OK "[listener a]\nlisten = 127.0.0.1:1\nbackend = 127.0.0.1:2\n", 4,
         "[listener a]: 'protocol' is required (imap, pop3 or smtp)"},
@@ -758,11 +758,26 @@ test_config_cidr_parse_and_match(void **state)
 	assert_int_equal(config_parse_cidr("", &nets[0]), ERROR_SYNTAX);
 }
 
+/* The manual page names a key as ".B key" on a line of its own, or as
+ * "\fBkey\fR" in running text. */
+static bool
+in_manual(const char *manual, const char *name)
+{
+	char want[128];
+
+	(void)snprintf(want, sizeof(want), "\n.B %s\n", name);
+	if (strstr(manual, want) != NULL)
+		return true;
+	(void)snprintf(want, sizeof(want), "\\fB%s\\fR", name);
+	return strstr(manual, want) != NULL;
+}
+
 static void
 test_config_keys_are_documented(void **state)
 {
 	char *readme = slurp(SOURCE_DIR "/README.md");
 	char *example = slurp(SOURCE_DIR "/etc/mailproxy.ini");
+	char *manual = slurp(SOURCE_DIR "/docs/mailproxy.ini.5");
 	char want[128];
 	const char *name, *section;
 	size_t i, missing = 0;
@@ -784,11 +799,18 @@ test_config_keys_are_documented(void **state)
 				missing++;
 			}
 		}
+		if (!in_manual(manual, name)) {
+			print_error("docs/mailproxy.ini.5: [%s] %s is not "
+			            "described (.B %s)\n",
+			    section, name, name);
+			missing++;
+		}
 	}
 	assert_true(i > 20);
 	assert_int_equal(missing, 0);
 	free(readme);
 	free(example);
+	free(manual);
 }
 
 int

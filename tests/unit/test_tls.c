@@ -484,6 +484,32 @@ test_tls_error_reason_fallback(void **state)
 	assert_string_equal(tls_error_reason("fallback"), "fallback");
 }
 
+/* Within 14 days of its end a certificate still serves, with a warning
+ * that gives the date; with 90 days left there is none. */
+static void
+test_tls_expiring_certificate_warns(void **state)
+{
+	char cert[600], key[600], *warnings = NULL;
+
+	(void)state;
+	(void)snprintf(cert, sizeof(cert), "%s/soon.crt", dir);
+	(void)snprintf(key, sizeof(key), "%s/soon.key", dir);
+	assert_null(build_warn(cert, key, "", &warnings));
+	assert_non_null(warnings);
+	assert_non_null(strstr(warnings, ":2: certificate '"));
+	/* 2 or 3 days, by when in the second the certificate was made. */
+	if (strstr(warnings, "soon.crt' expires in 2 days (notAfter ") ==
+	        NULL &&
+	    strstr(warnings, "soon.crt' expires in 3 days (notAfter ") == NULL)
+		fail_msg("got: %s", warnings);
+	free(warnings);
+	warnings = NULL;
+	(void)snprintf(cert, sizeof(cert), "%s/a.crt", dir);
+	(void)snprintf(key, sizeof(key), "%s/a.key", dir);
+	assert_null(build_warn(cert, key, "", &warnings));
+	assert_null(warnings);
+}
+
 int
 main(void)
 {
@@ -496,6 +522,7 @@ main(void)
 	    cmocka_unit_test(test_tls_chunk_bio_eof_is_truncation),
 	    cmocka_unit_test(test_tls_refuses_tls_1_1),
 	    cmocka_unit_test(test_tls_error_reason_fallback),
+	    cmocka_unit_test(test_tls_expiring_certificate_warns),
 	};
 	char path[600];
 	int r;
@@ -505,6 +532,7 @@ main(void)
 	    testcert_write(dir, "b") != 0 ||
 	    testcert_write_dated(dir, "old", -7200, -3600) != 0 ||
 	    testcert_write_dated(dir, "new", 3600, 7200) != 0 ||
+	    testcert_write_dated(dir, "soon", -3600, 3 * 86400) != 0 ||
 	    tls_init() != 0) {
 		fprintf(stderr, "cannot set up test certificates\n");
 		return 1;

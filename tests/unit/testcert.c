@@ -28,7 +28,7 @@ write_pem(const char *path, EVP_PKEY *key, X509 *cert)
 int
 testcert_write(const char *dir, const char *stem)
 {
-	return testcert_write_dated(dir, stem, -3600, 86400);
+	return testcert_write_dated(dir, stem, -3600, 90 * 86400);
 }
 
 int
