@@ -7,8 +7,10 @@ SIGUSR1 after rotation, and dropping to an unprivileged user.
 import json
 import os
 import pwd
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import unittest
 
@@ -161,6 +163,39 @@ class CliTest(ProxyTestCase):
             self.login_logout(a)
             self.assertStopsCleanly(b)
             self.assertStopsCleanly(a)
+
+    @unittest.skipIf(os.geteuid() != 0, "needs root to become nobody")
+    def test_low_port_without_the_capability(self):
+        """Started unprivileged on port 993: the error says how to grant
+        the right to bind it."""
+        d = tempfile.mkdtemp(prefix="mailproxy-lowport-")
+        try:
+            os.chmod(d, 0o755)
+            for name in (self.ca.chain_pem, self.ca.key_pem):
+                shutil.copy(name, d)
+                os.chmod(os.path.join(d, os.path.basename(name)), 0o644)
+            path = os.path.join(d, "low.ini")
+            with open(path, "w") as f:
+                f.write("[tls]\ncertificate = %s\nkey = %s\n"
+                        "[listener imaps]\nprotocol = imap\n"
+                        "listen = 127.0.0.1:993\nbackend = 127.0.0.1:%d\n"
+                        % (os.path.join(d, os.path.basename(
+                            self.ca.chain_pem)),
+                           os.path.join(d, os.path.basename(self.ca.key_pem)),
+                           self.env.imap_port))
+            os.chmod(path, 0o644)
+            out = subprocess.run(["runuser", "-u", "nobody", "--", binary(),
+                                  "-t", "-c", path], capture_output=True,
+                                 text=True, timeout=30)
+            self.assertEqual(out.returncode, 1, out.stderr)
+            self.assertIn("%s:6: listener imaps: cannot listen on "
+                          "127.0.0.1:993: ports below 1024 need root or the "
+                          "capability CAP_NET_BIND_SERVICE (systemd: "
+                          "AmbientCapabilities=CAP_NET_BIND_SERVICE; "
+                          "otherwise: setcap cap_net_bind_service=+ep on the "
+                          "binary)" % path, out.stderr)
+        finally:
+            shutil.rmtree(d)
 
     @unittest.skipIf(os.geteuid() != 0, "needs root")
     def test_root_workers_warn_and_expiring_certificate(self):

@@ -961,7 +961,7 @@ class HaproxyChainTest(ProxyProtocolCase):
     def test_client_address_end_to_end(self):
         directory = os.path.join(self.env.tmp, "haproxy")
         os.makedirs(directory, exist_ok=True)
-        # HAProxy binds with SO_REUSEPORT, as mailproxy does.
+        # HAProxy binds with SO_REUSEPORT (mailproxy with reuse_port).
         port, hold = mailenv.reserve_port()
         self.addCleanup(hold.close)
         with self.mailproxy("mp1") as mp1, self.mailproxy("mp2") as mp2:
