@@ -232,32 +232,74 @@ build(const struct config *cfg, const struct tls_tickets *previous,
 	return true;
 }
 
-static int bind_socket(const struct config_addr *a, bool share);
+static int probe_address(const struct config_addr *a);
 static const char *bind_hint(const struct config_addr *a, int err);
 
 /*
- * -t binds each address for a moment, as a start would. An address in
- * use is only a warning here: -t also checks the next configuration of a
- * mailproxy that runs, and holds those very ports.
+ * -t binds each address for a moment (bind only, never listen), as a
+ * start would. Only a missing right to bind is an error here: a port in
+ * use may be the running mailproxy's, whose next configuration -t is
+ * checking, and an address this host lacks may be a configuration made
+ * for another host.
  */
 static bool
 test_address(const struct config_addr *a, const char *what, bool share)
 {
 	char line[1024];
-	int fd = bind_socket(a, share), err = errno;
+	int err = probe_address(a);
 
-	if (fd >= 0) {
-		(void)close(fd);
+	if (err == 0 || (err == EADDRINUSE && share))
 		return true;
-	}
 	(void)snprintf(line, sizeof(line), "%s:%u: %s: cannot listen on %s: %s",
 	    a->loc.file, a->loc.line, what, a->text, bind_hint(a, err));
-	if (err == EADDRINUSE) {
+	if (err == EADDRINUSE || err == EADDRNOTAVAIL) {
 		print_line(line, "warning: ");
 		return true;
 	}
 	print_line(line, "");
 	return false;
+}
+
+/*
+ * At a first start (not a master started by SIGUSR2, which holds the
+ * ports through its predecessor), each address must be free of any
+ * other process unless reuse_port shares it on purpose. Reloads do not
+ * look: the ports are this master's own then.
+ */
+static bool
+ports_free(const struct config *cfg)
+{
+	size_t i, j;
+	int err;
+
+	if (cfg->reuse_port)
+		return true;
+	for (i = 0; i < cfg->listener_count; i++) {
+		const struct config_listener *l = &cfg->listeners[i];
+
+		for (j = 0; j < l->listen_count; j++) {
+			err = probe_address(&l->listen[j]);
+			if (err != 0) {
+				log_warnx(
+				    "%s:%u: listener %s: cannot listen on "
+				    "%s: %s",
+				    l->listen[j].loc.file,
+				    l->listen[j].loc.line, l->name,
+				    l->listen[j].text,
+				    bind_hint(&l->listen[j], err));
+				return false;
+			}
+		}
+	}
+	if (cfg->metrics.enabled &&
+	    (err = probe_address(&cfg->metrics.listen)) != 0) {
+		log_warnx("%s:%u: [metrics]: cannot listen on %s: %s",
+		    cfg->metrics.listen.loc.file, cfg->metrics.listen.loc.line,
+		    cfg->metrics.listen.text,
+		    bind_hint(&cfg->metrics.listen, err));
+		return false;
+	}
+	return true;
 }
 
 int
@@ -284,8 +326,13 @@ master_test(const struct config *cfg)
 	if (cfg->metrics.enabled)
 		ok &= test_address(&cfg->metrics.listen, "[metrics]",
 		    cfg->reuse_port);
+	/* -t cannot know how the service starts (the packaged unit runs
+	 * it as mailproxy), so it says when. */
 	if (cfg->user == NULL && geteuid() == 0)
-		print_line(ROOT_WARNING, "");
+		print_line("WARNING: started as root with this file (no 'user' "
+		           "in [global]), the workers would run as root, and "
+		           "they parse what clients send",
+		    "");
 	return ok ? 0 : 1;
 }
 
@@ -341,14 +388,14 @@ raise_fd_limit(size_t listen_fds)
 }
 
 /*
- * One socket per address, shared by the workers. Without share, a port
- * another process holds (a stale mailproxy too) is an error rather than
- * silently shared; with it (reuse_port = yes), SO_REUSEPORT lets several
- * instances of the same user share the port, the kernel spreading
- * connections over them.
+ * One socket per address, shared by the workers. It has SO_REUSEPORT, so
+ * that a reload can bind a new address on a port the old generation
+ * still holds (0.0.0.0:993 becoming 192.0.2.1:993) and several instances
+ * of one user can share a port (reuse_port = yes); a foreign holder is
+ * found beforehand by probe_address().
  */
 static int
-bind_socket(const struct config_addr *a, bool share)
+bind_socket(const struct config_addr *a)
 {
 	int fd, one = 1;
 
@@ -357,9 +404,7 @@ bind_socket(const struct config_addr *a, bool share)
 	if (fd < 0)
 		return -1;
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-	    (share &&
-	        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) !=
-	            0))
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
 		goto fail;
 	/* [::] and 0.0.0.0 are separate listen entries: keep v6 to v6. */
 	if (a->sa.ss_family == AF_INET6 &&
@@ -376,6 +421,30 @@ fail : {
 	errno = saved;
 }
 	return -1;
+}
+
+/*
+ * Whether a can be bound by a socket without SO_REUSEPORT, bound only (no
+ * listen: it never joins a live port's group): fails with EADDRINUSE
+ * when any process, a forgotten mailproxy of the same user included,
+ * holds the port. 0 or an errno.
+ */
+static int
+probe_address(const struct config_addr *a)
+{
+	int fd, one = 1, err = 0;
+
+	fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return errno;
+	if (a->sa.ss_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one,
+		    sizeof(one));
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&a->sa, a->sa_len) != 0)
+		err = errno;
+	(void)close(fd);
+	return err;
 }
 
 /* Why an address could not be bound (errno), in words an operator can
@@ -459,7 +528,7 @@ take_sockets(struct master *m, const struct config *cfg, int **fds_out)
 			if (old != NULL) {
 				next[n].fd = old->fd;
 			} else {
-				next[n].fd = bind_socket(a, cfg->reuse_port);
+				next[n].fd = bind_socket(a);
 				if (next[n].fd < 0) {
 					log_warnx("%s:%u: listener %s: cannot "
 					          "listen on %s: %s",
@@ -900,7 +969,7 @@ metrics_socket(struct master *m, const struct config *cfg)
 			m->socks[i] = m->socks[--m->sock_count];
 			return fd;
 		}
-	fd = bind_socket(a, cfg->reuse_port);
+	fd = bind_socket(a);
 	if (fd < 0) {
 		log_warnx("%s:%u: [metrics]: cannot listen on %s: %s",
 		    a->loc.file, a->loc.line, a->text, bind_hint(a, errno));
@@ -1691,6 +1760,8 @@ master_run(const char *path, struct config *cfg, char **argv)
 	if (!build(cfg, NULL, &m.tickets, &ctxs, log_line))
 		fatalx("cannot start");
 	m.session_max = raise_fd_limit(address_count(cfg));
+	if (getenv(MASTER_ENV_FDS) == NULL && !ports_free(cfg))
+		fatalx("cannot start");
 	adopt_sockets(&m);
 	/* Before any fork: every process maps the same counters. */
 	m.shm = metrics_create();

@@ -208,7 +208,9 @@ class CliTest(ProxyTestCase):
             self.ca.chain_pem, cert).replace(self.ca.key_pem, key))
         out = self.run_binary("-t", "-c", path)
         self.assertEqual(out.returncode, 0, out.stderr)
-        self.assertIn("mailproxy: WARNING: the workers run as root", out.stderr)
+        self.assertIn("mailproxy: WARNING: started as root with this file "
+                      "(no 'user' in [global]), the workers would run as "
+                      "root", out.stderr)
         self.assertRegex(out.stderr,
                          r"mailproxy: warning: %s:2: certificate '%s' expires "
                          r"in [45] days \(notAfter " % (path, cert))
