@@ -691,7 +691,7 @@ fork_worker(struct master *m, struct generation *g, unsigned i)
 	struct slot *s = &g->slots[i];
 	pid_t pid;
 
-	s->mslot = metrics_slot_take(m->shm, g->id, i, g->cfg);
+	s->mslot = metrics_slot_take(m->shm, g->cfg);
 	if (s->mslot < 0)
 		log_warnx("generation %u worker %u: all %d counter slots are "
 		          "taken (too many generations draining?): its "
@@ -711,8 +711,6 @@ fork_worker(struct master *m, struct generation *g, unsigned i)
 	s->started_ms = now_ms();
 	s->respawn_ms = 0;
 	s->ready = false;
-	if (s->mslot >= 0)
-		atomic_store(&m->shm->slots[s->mslot].pid, pid);
 	g->alive++;
 	return true;
 }
@@ -885,20 +883,14 @@ drop_finished(struct master *m)
 static void
 publish(struct master *m)
 {
-	const struct generation *g;
-	unsigned i, ready = 0, alive = 0;
+	unsigned i, ready = 0;
 
-	for (g = m->current; g != NULL; g = g->older)
-		alive += g->alive;
 	for (i = 0; m->current != NULL && i < m->current->n; i++)
 		if (m->current->slots[i].pid > 0 &&
 		    (m->current->slots[i].ready || m->served))
 			ready++;
 	if (ready > 0)
 		m->served = true;
-	atomic_store(&m->shm->workers, alive);
-	atomic_store(&m->shm->generation,
-	    m->current != NULL ? m->current->id : 0);
 	atomic_store(&m->shm->stopping,
 	    m->stop_signals > 0 || m->handed_over ? 1u : 0u);
 	atomic_store(&m->shm->ready,
@@ -1030,11 +1022,30 @@ stop_metrics(struct master *m)
 		(void)kill(m->metrics_pid, SIGTERM);
 }
 
+/*
+ * How long to wait before replacing a process that lived this long: a
+ * death within MASTER_STABLE_MS of its start counts towards a crash loop
+ * (*fast_deaths in a row), which waits 100 ms doubled each time up to
+ * MASTER_BACKOFF_MAX_MS; one that lived longer is replaced at once.
+ */
+static uint64_t
+backoff_ms(unsigned *fast_deaths, uint64_t lived)
+{
+	uint64_t delay;
+
+	*fast_deaths = lived < MASTER_STABLE_MS ? *fast_deaths + 1 : 0;
+	if (*fast_deaths == 0)
+		return 0;
+	delay = MASTER_BACKOFF_MIN_MS
+	    << (*fast_deaths > 8 ? 7 : *fast_deaths - 1);
+	return delay > MASTER_BACKOFF_MAX_MS ? MASTER_BACKOFF_MAX_MS : delay;
+}
+
 /* The metrics process ended: replaced as a worker is, unless stopping. */
 static void
 metrics_reaped(struct master *m, int status)
 {
-	uint64_t lived = now_ms() - m->metrics_started_ms, delay = 0;
+	uint64_t lived = now_ms() - m->metrics_started_ms, delay;
 	char how[96];
 
 	m->metrics_pid = 0;
@@ -1043,15 +1054,7 @@ metrics_reaped(struct master *m, int status)
 		log_info("metrics process %s", how);
 		return;
 	}
-	m->metrics_fast_deaths =
-	    lived < MASTER_STABLE_MS ? m->metrics_fast_deaths + 1 : 0;
-	if (m->metrics_fast_deaths > 0) {
-		delay = MASTER_BACKOFF_MIN_MS << (m->metrics_fast_deaths > 8 ?
-		                7 :
-		                m->metrics_fast_deaths - 1);
-		if (delay > MASTER_BACKOFF_MAX_MS)
-			delay = MASTER_BACKOFF_MAX_MS;
-	}
+	delay = backoff_ms(&m->metrics_fast_deaths, lived);
 	log_warnx("metrics process %s after %llu ms; replacing it in %llu ms",
 	    how, (unsigned long long)lived, (unsigned long long)delay);
 	m->metrics_respawn_ms = now_ms() + delay + 1;
@@ -1157,7 +1160,6 @@ reload(struct master *m)
 	m->current->retiring = true;
 	forget_keys(m->current);
 	m->current = g;
-	metrics_set_current(m->shm, g->cfg);
 	publish_certs(m, g->cfg, g->ctxs);
 	start_generation(m, g);
 	log_listeners(g->cfg);
@@ -1291,15 +1293,7 @@ reap(struct master *m, pid_t pid, int status)
 	describe_exit(status, how, sizeof(how));
 	lived = now_ms() - s->started_ms;
 	if (g == m->current && m->stop_signals == 0 && !m->handed_over) {
-		s->fast_deaths =
-		    lived < MASTER_STABLE_MS ? s->fast_deaths + 1 : 0;
-		delay = 0;
-		if (s->fast_deaths > 0) {
-			delay = MASTER_BACKOFF_MIN_MS
-			    << (s->fast_deaths > 8 ? 7 : s->fast_deaths - 1);
-			if (delay > MASTER_BACKOFF_MAX_MS)
-				delay = MASTER_BACKOFF_MAX_MS;
-		}
+		delay = backoff_ms(&s->fast_deaths, lived);
 		log_warnx("worker %u (pid %ld) %s after %llu ms; replacing it "
 		          "in %llu ms",
 		    i, (long)pid, how, (unsigned long long)lived,
@@ -1779,7 +1773,6 @@ master_run(const char *path, struct config *cfg, char **argv)
 	g->fds = fds;
 	g->id = ++m.last_id;
 	m.current = g;
-	metrics_set_current(m.shm, cfg);
 	publish_certs(&m, cfg, g->ctxs);
 	log_info("max_sessions %llu%s; max_sessions_per_client %llu, "
 	         "max_connect_rate_per_client %llu a minute (0: no limit)",

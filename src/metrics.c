@@ -149,25 +149,8 @@ write_end(struct metrics_shared *shm)
 	atomic_fetch_add(&shm->seq, 1);
 }
 
-void
-metrics_set_current(struct metrics_shared *shm, const struct config *cfg)
-{
-	size_t i;
-	unsigned n;
-
-	write_begin(shm);
-	memset(shm->current, 0, sizeof(shm->current));
-	for (i = 0; i < cfg->listener_count; i++) {
-		n = metrics_name(shm, cfg->listeners[i].name);
-		if (n != METRICS_NO_NAME)
-			shm->current[n] = 1;
-	}
-	write_end(shm);
-}
-
 int
-metrics_slot_take(struct metrics_shared *shm, unsigned gen, unsigned index,
-    const struct config *cfg)
+metrics_slot_take(struct metrics_shared *shm, const struct config *cfg)
 {
 	struct metrics_slot *s;
 	size_t i;
@@ -178,8 +161,6 @@ metrics_slot_take(struct metrics_shared *shm, unsigned gen, unsigned index,
 	if (i == METRICS_SLOTS)
 		return -1;
 	s = &shm->slots[i];
-	s->generation = gen;
-	s->worker = index;
 	s->listener_count = 0;
 	for (i = 0; i < cfg->listener_count && i < METRICS_LISTENERS; i++) {
 		s->name[i] =
@@ -533,11 +514,8 @@ metrics_observe(struct metrics_worker *w, unsigned listener,
 /* ------------------------------------------------------------------ */
 /* The Prometheus text. */
 
-static void printf_text(struct metrics_text *t, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void
-printf_text(struct metrics_text *t, const char *fmt, ...)
+void
+metrics_text_printf(struct metrics_text *t, const char *fmt, ...)
 {
 	va_list ap;
 	int n;
@@ -599,7 +577,6 @@ escaped(const char *in, char *out, size_t size)
 struct snapshot {
 	uint32_t names;
 	char name[METRICS_NAMES][METRICS_NAME_MAX + 1];
-	uint8_t current[METRICS_NAMES];
 	struct metrics_counters c[METRICS_NAMES];
 	int64_t active[METRICS_NAMES];
 	uint32_t certs;
@@ -621,7 +598,6 @@ take_snapshot(const struct metrics_shared *shm, struct snapshot *snap)
 		snap->names = names_of(shm);
 		atomic_thread_fence(memory_order_acquire);
 		memcpy(snap->name, shm->names, sizeof(snap->name));
-		memcpy(snap->current, shm->current, sizeof(snap->current));
 		for (i = 0; i < snap->names; i++)
 			counters_add(&snap->c[i], &shm->retired[i]);
 		for (i = 0; i < METRICS_SLOTS; i++) {
@@ -657,25 +633,27 @@ render_hist(struct metrics_text *t, const char *metric, const char *name,
 
 	for (i = 0; i < METRICS_HIST_BOUNDS; i++) {
 		cum += get(&h->bucket[i]);
-		printf_text(t,
+		metrics_text_printf(t,
 		    "%s_bucket{listener=\"%s\",le=\"%s\"} %" PRIu64 "\n",
 		    metric, name, hist_le[i], cum);
 	}
 	cum += get(&h->bucket[METRICS_HIST_BOUNDS]);
-	printf_text(t, "%s_bucket{listener=\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
-	    metric, name, cum);
-	printf_text(t, "%s_sum{listener=\"%s\"} %" PRIu64 ".%06" PRIu64 "\n",
-	    metric, name, get(&h->sum_us) / 1000000, get(&h->sum_us) % 1000000);
-	printf_text(t, "%s_count{listener=\"%s\"} %" PRIu64 "\n", metric, name,
-	    get(&h->count));
+	metrics_text_printf(t,
+	    "%s_bucket{listener=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", metric,
+	    name, cum);
+	metrics_text_printf(t,
+	    "%s_sum{listener=\"%s\"} %" PRIu64 ".%06" PRIu64 "\n", metric, name,
+	    get(&h->sum_us) / 1000000, get(&h->sum_us) % 1000000);
+	metrics_text_printf(t, "%s_count{listener=\"%s\"} %" PRIu64 "\n",
+	    metric, name, get(&h->count));
 }
 
 static void
 header(struct metrics_text *t, const char *metric, const char *type,
     const char *help)
 {
-	printf_text(t, "# HELP %s %s\n# TYPE %s %s\n", metric, help, metric,
-	    type);
+	metrics_text_printf(t, "# HELP %s %s\n# TYPE %s %s\n", metric, help,
+	    metric, type);
 }
 
 /* metric{listener,label} for each listener and each of values[from..n),
@@ -694,7 +672,7 @@ render_labelled(struct metrics_text *t, const struct snapshot *snap,
 		c = (const metrics_counter *)(const void
 		        *)((const char *)&snap->c[i] + offset);
 		for (v = from; v < n; v++)
-			printf_text(t,
+			metrics_text_printf(t,
 			    "%s{listener=\"%s\",%s=\"%s\"} %" PRIu64 "\n",
 			    metric, name, label, values[v], get(&c[v]));
 	}
@@ -740,7 +718,7 @@ metrics_render(const struct metrics_shared *shm, struct metrics_text *t,
 	    "Sessions admitted and not yet ended.");
 	for (i = 0; i < snap->names; i++) {
 		escaped(snap->name[i], name, sizeof(name));
-		printf_text(t,
+		metrics_text_printf(t,
 		    "mailproxy_sessions_active{listener=\"%s\"} %lld\n", name,
 		    (long long)(snap->active[i] < 0 ? 0 : snap->active[i]));
 	}
@@ -774,13 +752,13 @@ metrics_render(const struct metrics_shared *shm, struct metrics_text *t,
 	    offsetof(struct metrics_counters, connect));
 	header(t, "mailproxy_reloads_total", "counter",
 	    "Reloads (SIGHUP), by result.");
-	printf_text(t,
+	metrics_text_printf(t,
 	    "mailproxy_reloads_total{result=\"success\"} %" PRIu64 "\n"
 	    "mailproxy_reloads_total{result=\"failure\"} %" PRIu64 "\n",
 	    get(&shm->reloads_ok), get(&shm->reloads_failed));
 	header(t, "mailproxy_workers", "gauge",
 	    "Worker processes running, of every generation.");
-	printf_text(t, "mailproxy_workers %zu\n", workers);
+	metrics_text_printf(t, "mailproxy_workers %zu\n", workers);
 	header(t, "mailproxy_certificate_expiry_timestamp_seconds", "gauge",
 	    "When each certificate a listener serves expires (notAfter).");
 	for (i = 0; i < snap->certs; i++) {
@@ -789,7 +767,7 @@ metrics_render(const struct metrics_shared *shm, struct metrics_text *t,
 		escaped(snap->name[snap->cert[i].name], name, sizeof(name));
 		snap->cert[i].subject[METRICS_SUBJECT_MAX] = '\0';
 		escaped(snap->cert[i].subject, subject, sizeof(subject));
-		printf_text(t,
+		metrics_text_printf(t,
 		    "mailproxy_certificate_expiry_timestamp_seconds{"
 		    "listener=\"%s\",subject=\"%s\"} %lld\n",
 		    name, subject, (long long)snap->cert[i].not_after);

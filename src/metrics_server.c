@@ -76,7 +76,6 @@ struct server {
 	uv_poll_t sigpoll;
 	int sigfd;
 	struct conn *conns;
-	size_t count;
 	bool stopping;
 	uint64_t log_second;
 	unsigned log_count;
@@ -98,7 +97,6 @@ conn_release(struct conn *c)
 		sv->conns = c->next;
 	if (c->next != NULL)
 		c->next->prev = c->prev;
-	sv->count--;
 	metrics_text_free(&c->body);
 	free(c->probes);
 	free(c);
@@ -255,29 +253,12 @@ serve_metrics(struct conn *c)
 	for (i = 0; i < METRICS_ENDS && i <= SESSION_END_LIMIT; i++)
 		names[i] = session_end_name((enum session_end)i);
 	metrics_render(sv->spec->shm, &c->body, names, i);
-	{
-		struct metrics_text *t = &c->body;
-		char line[512];
-		int n = snprintf(line, sizeof(line),
-		    "# HELP mailproxy_build_info The running version.\n"
-		    "# TYPE mailproxy_build_info gauge\n"
-		    "mailproxy_build_info{version=\"%s\",openssl=\"%u.%u.%u\","
-		    "libuv=\"%s\"} 1\n",
-		    MAILPROXY_VERSION, v, mi, pa, uv_version_string());
-
-		if (n > 0 && !t->oom) {
-			char *p = realloc(t->p, t->len + (size_t)n + 1);
-
-			if (p == NULL) {
-				t->oom = true;
-			} else {
-				memcpy(p + t->len, line, (size_t)n + 1);
-				t->p = p;
-				t->len += (size_t)n;
-				t->size = t->len + 1;
-			}
-		}
-	}
+	metrics_text_printf(&c->body,
+	    "# HELP mailproxy_build_info The running version.\n"
+	    "# TYPE mailproxy_build_info gauge\n"
+	    "mailproxy_build_info{version=\"%s\",openssl=\"%u.%u.%u\","
+	    "libuv=\"%s\"} 1\n",
+	    MAILPROXY_VERSION, v, mi, pa, uv_version_string());
 	if (c->body.oom) {
 		answer_text(c, 500, "out of memory\n");
 		return;
@@ -611,7 +592,6 @@ on_connection(uv_stream_t *listener, int status)
 	if (sv->conns != NULL)
 		sv->conns->prev = c;
 	sv->conns = c;
-	sv->count++;
 	if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
 		conn_close(c);
 		return;

@@ -74,9 +74,6 @@ struct metrics_counters {
 
 struct metrics_slot {
 	_Atomic uint32_t live; /* 1 from fork to release */
-	uint32_t generation;
-	uint32_t worker;
-	_Atomic int32_t pid;
 	uint32_t listener_count;
 	uint16_t name[METRICS_LISTENERS]; /* index into the names */
 	/* What this worker holds of the shared admission counts, so that
@@ -99,8 +96,6 @@ struct metrics_shared {
 	_Atomic uint64_t heartbeat_ms; /* CLOCK_MONOTONIC */
 	_Atomic uint32_t ready;        /* listeners served, not stopping */
 	_Atomic uint32_t stopping;
-	_Atomic uint32_t workers;    /* worker processes alive */
-	_Atomic uint32_t generation; /* the current one */
 	metrics_counter reloads_ok, reloads_failed;
 	_Atomic uint32_t seq; /* odd while the master rewrites below */
 	uint32_t name_count;
@@ -108,8 +103,6 @@ struct metrics_shared {
 	struct metrics_counters retired[METRICS_NAMES]; /* ended workers' */
 	uint32_t cert_count;
 	struct metrics_cert certs[METRICS_CERTS];
-	uint8_t current[METRICS_NAMES]; /* 1: a listener of the current
-	                                 * generation (shown even at 0) */
 	/* Written by every worker, atomically. */
 	_Atomic int64_t sessions;
 	_Atomic int64_t listener_sessions[METRICS_NAMES];
@@ -158,13 +151,8 @@ int metrics_read_only(struct metrics_shared *shm);
  * METRICS_NO_NAME when the table is full. */
 unsigned metrics_name(struct metrics_shared *shm, const char *name);
 
-/* Marks cfg's listeners as the current generation's. */
-void metrics_set_current(struct metrics_shared *shm, const struct config *cfg);
-
-/* Takes a free slot for worker index of generation gen running cfg;
- * -1 when none is free. */
-int metrics_slot_take(struct metrics_shared *shm, unsigned gen, unsigned index,
-    const struct config *cfg);
+/* Takes a free slot for a worker running cfg; -1 when none is free. */
+int metrics_slot_take(struct metrics_shared *shm, const struct config *cfg);
 
 /* The worker of slot i has ended (however): its counters join the
  * totals, what it held of the admission counts is given back, and the
@@ -233,6 +221,10 @@ struct metrics_text {
  */
 void metrics_render(const struct metrics_shared *shm, struct metrics_text *t,
     const char *const *end_names, size_t ends);
+
+/* Appends to t, growing it; on failure t->oom is set and stays. */
+void metrics_text_printf(struct metrics_text *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 void metrics_text_free(struct metrics_text *t);
 

@@ -47,9 +47,8 @@ setup(void **state)
 	f->listeners[1].name = (char *)"smtp";
 	f->cfg.listeners = f->listeners;
 	f->cfg.listener_count = 2;
-	metrics_set_current(f->shm, &f->cfg);
 	for (i = 0; i < 2; i++) {
-		f->slot[i] = metrics_slot_take(f->shm, 1, (unsigned)i, &f->cfg);
+		f->slot[i] = metrics_slot_take(f->shm, &f->cfg);
 		assert_true(f->slot[i] >= 0);
 		assert_true(metrics_worker_init(&f->w[i], f->shm, f->slot[i]));
 	}
@@ -318,7 +317,7 @@ test_release_dead_worker(void **state)
 	metrics_text_free(&t);
 	metrics_leave(&f->w[0], 0, &z);
 	/* The slot is free for the next worker. */
-	f->slot[1] = metrics_slot_take(f->shm, 2, 1, &f->cfg);
+	f->slot[1] = metrics_slot_take(f->shm, &f->cfg);
 	assert_true(f->slot[1] >= 0);
 	assert_true(metrics_worker_init(&f->w[1], f->shm, f->slot[1]));
 }
